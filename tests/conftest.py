@@ -1,0 +1,215 @@
+"""Test harness: the pack under test is this checkout; host tests run inside a real ComfyUI.
+
+Host tests are marked ``@pytest.mark.host``. ComfyUI is looked for in ``$COMFYUI_PATH``, the pack's
+grandparent folder and ``~/comfy/ComfyUI``; without one they skip and the summary says so loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+import types
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # 2 threads on a loaded 2-core box are ~100x slower
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def _import_this_checkout() -> types.ModuleType:
+    """Bind the name ``diffportrait3d`` to this checkout, whatever an editable install points at."""
+    spec = importlib.util.spec_from_file_location(
+        "diffportrait3d", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["diffportrait3d"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_import_this_checkout()
+torch.set_num_threads(1)
+
+from diffportrait3d.kernels.comfy_host import comfyui_candidates, find_comfyui  # noqa: E402
+
+HOST = find_comfyui(ROOT)
+HOST_SKIP_REASON = "no ComfyUI host found (searched: {}); see README 'Tests against a real ComfyUI'".format(
+    ", ".join(f"{label}={path}" for label, path in comfyui_candidates(ROOT))
+)
+
+
+def pytest_report_header(config):
+    return f"ComfyUI host: {HOST}" if HOST else f"ComfyUI host: NONE -- {HOST_SKIP_REASON}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if HOST is not None:
+        return
+    skip = pytest.mark.skip(reason=HOST_SKIP_REASON)
+    for item in items:
+        if "host" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    host_items = [
+        rep
+        for key in ("passed", "failed", "skipped", "error")
+        for rep in terminalreporter.stats.get(key, [])
+        if getattr(rep, "when", "call") in ("call", "setup") and "host" in getattr(rep, "keywords", {})
+    ]
+    if HOST is None:
+        terminalreporter.write_sep("!", f"HOST TESTS SKIPPED ({len(host_items)}): {HOST_SKIP_REASON}", red=True)
+    else:
+        terminalreporter.write_sep("=", f"host tests ran against the real ComfyUI at {HOST} ({len(host_items)} results)")
+
+
+# --------------------------------------------------------------------------------------------- host
+
+
+@pytest.fixture(scope="session")
+def comfy_host():
+    """The real ComfyUI, imported in-process on the CPU, with its built-in nodes and this pack loaded.
+
+    Returns a namespace with ``path``, the ``nodes`` module and ``pack_module`` (the pack as ComfyUI
+    imported it through ``nodes.load_custom_node``).
+    """
+    if HOST is None:
+        pytest.skip(HOST_SKIP_REASON)
+    if str(HOST) not in sys.path:
+        sys.path.insert(0, str(HOST))
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.disable_api_nodes = True
+    import comfy.model_management  # noqa: F401  (reads args.cpu at import)
+    import utils.extra_config  # noqa: F401  (ComfyUI imports it before nodes)
+    import nodes
+
+    async def _load():
+        await nodes.init_builtin_extra_nodes()
+        return await nodes.load_custom_node(str(ROOT))
+
+    loaded = asyncio.run(_load())
+    if not loaded:
+        pytest.fail(f"ComfyUI could not load the pack at {ROOT} through nodes.load_custom_node")
+    module_name = str(ROOT).replace(".", "_x_")
+    return types.SimpleNamespace(path=HOST, nodes=nodes, pack_module=sys.modules[module_name])
+
+
+def init_tiny_weights(module: torch.nn.Module, seed: int = 0, scale: float = 1.0) -> torch.nn.Module:
+    """Seeded random weights for a ComfyUI module (``comfy.ops`` layers skip init and hold garbage).
+
+    Weights ~ N(0, scale/fan_in), norm weights 1 and biases small, so activations stay O(1).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.ndim >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=gen) * (scale / fan_in) ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                param.copy_(1 + 0.1 * torch.randn(param.shape, generator=gen))
+            else:
+                param.copy_(0.05 * torch.randn(param.shape, generator=gen))
+    return module
+
+
+TINY_UNET_CONFIG = {
+    "image_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 32,
+    "num_res_blocks": [1, 1],
+    "channel_mult": [1, 2],
+    "transformer_depth": [1, 1],
+    "transformer_depth_output": [1, 1, 1, 1],
+    "transformer_depth_middle": 1,
+    "context_dim": 32,
+    "num_heads": 2,
+    "num_head_channels": -1,
+    "use_linear_in_transformer": False,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "adm_in_channels": None,
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
+
+
+@pytest.fixture
+def tiny_sd15_model(comfy_host):
+    """A tiny randomly initialised SD1.5-family UNet as ComfyUI's own ``BaseModel`` in a ``ModelPatcher``."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = comfy.supported_models.SD15(dict(TINY_UNET_CONFIG))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    init_tiny_weights(model.diffusion_model, seed=1)
+    return comfy.model_patcher.ModelPatcher(
+        model,
+        load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device(),
+    )
+
+
+@pytest.fixture
+def tiny_controlnet(comfy_host):
+    """A tiny randomly initialised ControlNet as ComfyUI's own ``comfy.controlnet.ControlNet``."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.model_management
+    import comfy.ops
+
+    config = {k: v for k, v in TINY_UNET_CONFIG.items() if k != "out_channels"}
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, **config)
+    init_tiny_weights(net, seed=2)
+    return comfy.controlnet.ControlNet(net, load_device=comfy.model_management.get_torch_device())
+
+
+class RecordingServer:
+    """The minimum a ``PromptExecutor`` talks to: records every message instead of sending it."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.messages: list[tuple[str, dict]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+@pytest.fixture
+def run_prompt(comfy_host):
+    """Validate and run an API-format prompt with ComfyUI's in-process ``execution.PromptExecutor``.
+
+    Returns ``(executor, server)``; raises ``AssertionError`` with ComfyUI's own message when validation
+    fails (unless ``expect_invalid=True``, then the validation result is returned instead).
+    """
+    import execution
+
+    def run(prompt: dict, expect_invalid: bool = False):
+        prompt_id = str(uuid.uuid4())
+        valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+        if expect_invalid:
+            return valid
+        assert valid[0], f"ComfyUI rejected the prompt: {valid[1]} {valid[3]}"
+        server = RecordingServer()
+        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0.0})
+        executor.execute(prompt, prompt_id, {"client_id": "tests"}, valid[2])
+        return executor, server
+
+    return run
