@@ -1,0 +1,73 @@
+"""Which converted file each key of the official checkpoint goes to, and under which name.
+
+Official prefixes (see ``tests/fixtures/official_checkpoint_manifest.json``):
+
+======================================  ==========================  ===========================================
+official key                            component                   key in the converted file
+======================================  ==========================  ===========================================
+``model.diffusion_model.*`` (plain)     ``unet``                    ``input_blocks.…`` (ldm layout, SD1.5 UNET)
+``model.diffusion_model.*_motion_*``    ``cross_view``              ``input_blocks_motion_module.…``
+``control_model.*``                     ``appearance``              ``input_blocks.…`` (no ``input_hint_block``)
+``pose_control_model.*``                ``pose_controlnet``         ``control_model.…`` (original ControlNet)
+``first_stage_model.*``                 ``vae``                     ``encoder.…`` / ``decoder.…``
+``cond_stage_model.transformer.*``      ``text_encoder``            ``text_model.…`` (transformers CLIP)
+======================================  ==========================  ===========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COMPONENT_FILES = {
+    "unet": "diffportrait3d_unet.safetensors",
+    "appearance": "diffportrait3d_appearance.safetensors",
+    "pose_controlnet": "diffportrait3d_pose_controlnet.safetensors",
+    "cross_view": "diffportrait3d_cross_view.safetensors",
+    "vae": "diffportrait3d_vae.safetensors",
+    "text_encoder": "diffportrait3d_text_encoder.safetensors",
+}
+REQUIRED_COMPONENTS = ("unet", "appearance", "pose_controlnet", "cross_view")
+
+UNET_PREFIX = "model.diffusion_model."
+MOTION_MARKER = "_motion_module"
+SCHEDULE_BUFFERS = frozenset(
+    "betas alphas_cumprod alphas_cumprod_prev sqrt_alphas_cumprod sqrt_one_minus_alphas_cumprod "
+    "log_one_minus_alphas_cumprod sqrt_recip_alphas_cumprod sqrt_recipm1_alphas_cumprod posterior_variance "
+    "posterior_log_variance_clipped posterior_mean_coef1 posterior_mean_coef2 logvar".split()
+)
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where one official key goes: ``component`` and ``target_key``, or ``dropped_reason`` when dropped."""
+
+    component: str | None
+    target_key: str | None
+    dropped_reason: str | None = None
+
+
+def route_key(key: str) -> Routing:
+    """Route one official key (see the module table). Unknown prefixes come back as dropped 'unknown key'."""
+    if key.startswith(UNET_PREFIX):
+        rest = key[len(UNET_PREFIX) :]
+        component = "cross_view" if MOTION_MARKER in rest.split(".", 1)[0] else "unet"
+        return Routing(component, rest)
+    if key.startswith("control_model."):
+        rest = key[len("control_model.") :]
+        if rest.startswith("input_hint_block."):
+            return Routing(None, None, "appearance net hint block: present in the checkpoint, never executed")
+        return Routing("appearance", rest)
+    if key.startswith("pose_control_model."):
+        return Routing("pose_controlnet", "control_model." + key[len("pose_control_model.") :])
+    if key.startswith("first_stage_model."):
+        return Routing("vae", key[len("first_stage_model.") :])
+    if key.startswith("cond_stage_model.transformer."):
+        rest = key[len("cond_stage_model.transformer.") :]
+        if rest.endswith("embeddings.position_ids"):
+            return Routing(None, None, "CLIP position ids: a constant arange, rebuilt by every CLIP loader")
+        if not rest.startswith("text_model."):
+            rest = "text_model." + rest
+        return Routing("text_encoder", rest)
+    if key in SCHEDULE_BUFFERS:
+        return Routing(None, None, "DDPM schedule buffer: the SD1.5 linear schedule, recomputed by ComfyUI")
+    return Routing(None, None, "unknown key: not part of the DiffPortrait3D architecture")

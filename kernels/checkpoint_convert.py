@@ -1,0 +1,166 @@
+"""Convert the official DiffPortrait3D checkpoint into one safetensors file per component.
+
+Reading is lazy (memory-mapped pickle or safetensors) and writing streams one tensor at a time, so
+peak memory stays near one tensor plus the page cache — never the checkpoint twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint_components import COMPONENT_FILES, REQUIRED_COMPONENTS, route_key
+from .checkpoint_layout import cross_view_placements
+from .checkpoint_source import file_sha256, open_checkpoint
+from .checkpoint_validation import raise_if_invalid, validate_checkpoint_keys
+from .conversion_error import ConversionError
+from .safetensors_stream import write_safetensors_streaming
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1"
+OFFICIAL_CONFIG_PATH = Path(__file__).with_name("official_config.json")
+STORAGE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def load_architecture(config_path: str | Path | None = None) -> dict:
+    """The yaml-equivalent architecture dict (``official_yaml_equivalent``) of a config JSON file;
+    the official one when ``config_path`` is None."""
+    path = Path(config_path) if config_path else OFFICIAL_CONFIG_PATH
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConversionError(f"cannot read architecture config {path}: {error}") from error
+    architecture = data.get("official_yaml_equivalent", data)
+    if "model" not in architecture or "params" not in architecture["model"]:
+        raise ConversionError(f"{path} has no 'model.params' (expected the official yaml as JSON)")
+    return architecture
+
+
+def component_architectures(architecture: dict) -> dict[str, dict]:
+    """The architecture record each converted file carries in its metadata (loaders build from it)."""
+    params = architecture["model"]["params"]
+    unet = params["unet_config"]["params"]
+    return {
+        "unet": {k: v for k, v in unet.items() if k != "unet_additional_kwargs"},
+        "cross_view": unet,
+        "appearance": params["appearance_control_stage_config"]["params"],
+        "pose_controlnet": params["pose_control_stage_config"]["params"],
+        "vae": {**params["first_stage_config"]["params"], "scale_factor": params.get("scale_factor", 0.18215)},
+        "text_encoder": {"target": params["cond_stage_config"].get("target", "")},
+    }
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did: files written, where every source key went, what was missing or extra."""
+
+    source: Path
+    source_sha256: str
+    out_dir: Path
+    dtype: str
+    written: dict[str, tuple[Path, int, int]] = field(default_factory=dict)  # component -> (path, keys, bytes)
+    assignments: dict[str, str] = field(default_factory=dict)  # source key -> component
+    dropped: dict[str, str] = field(default_factory=dict)  # source key -> reason
+    missing_optional: dict[str, int] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"converted {self.source.name} (sha256 {self.source_sha256[:12]}…) in {self.seconds:.1f} s, {self.dtype}:"]
+        for component, (path, n_keys, n_bytes) in self.written.items():
+            lines.append(f"  {path}  [{component}: {n_keys} tensors, {n_bytes / 2**20:.1f} MiB]")
+        reasons: dict[str, int] = {}
+        for reason in self.dropped.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, count in reasons.items():
+            lines.append(f"  dropped {count} keys: {reason}")
+        for part, count in self.missing_optional.items():
+            lines.append(f"  not in the checkpoint (optional): {part}, {count} keys")
+        if self.unexpected:
+            lines.append(f"  unknown extra keys, not converted ({len(self.unexpected)}): " + ", ".join(self.unexpected[:10]))
+        return "\n".join(lines)
+
+
+def convert_checkpoint(
+    src: str | Path,
+    out_dir: str | Path,
+    dtype: str = "fp16",
+    config_path: str | Path | None = None,
+) -> ConversionReport:
+    """Validate ``src`` against the architecture, then write the component files into ``out_dir``.
+
+    Nothing is written when validation fails (``ConversionError`` with what was expected and found).
+    Floating-point parameters are stored as ``dtype``; buffers (positional tables) stay float32.
+    """
+    if dtype not in STORAGE_DTYPES:
+        raise ConversionError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, not {dtype!r}")
+    started = time.perf_counter()
+    architecture = load_architecture(config_path)
+    config_name = Path(config_path).name if config_path else "the official config"
+    out_dir = Path(out_dir)
+    with open_checkpoint(src) as source:
+        found = {key: info.shape for key, info in source.infos.items()}
+        validation = validate_checkpoint_keys(found, architecture)
+        raise_if_invalid(validation, found, source.path.name, config_name)
+        report = ConversionReport(
+            source=source.path,
+            source_sha256=file_sha256(source.path),
+            out_dir=out_dir,
+            dtype=dtype,
+            missing_optional=validation.missing_optional,
+            unexpected=validation.unexpected,
+        )
+        plan: dict[str, list[tuple[str, str]]] = {}  # component -> [(target key, source key)]
+        unexpected = set(validation.unexpected)
+        for key in source.infos:
+            routing = route_key(key)
+            if key in unexpected:
+                report.dropped[key] = "unknown extra key: not in the architecture"
+            elif routing.component is None:
+                report.dropped[key] = routing.dropped_reason
+            else:
+                plan.setdefault(routing.component, []).append((routing.target_key, key))
+                report.assignments[key] = routing.component
+        missing = [c for c in REQUIRED_COMPONENTS if c not in plan]
+        if missing:
+            raise ConversionError(f"{source.path.name}: no tensors for required components {missing}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        records = component_architectures(architecture)
+        unet_params = architecture["model"]["params"]["unet_config"]["params"]
+        for component, pairs in plan.items():
+            metadata = {
+                "dp3d.component": component,
+                "dp3d.format_version": FORMAT_VERSION,
+                "dp3d.source_file": source.path.name,
+                "dp3d.source_sha256": report.source_sha256,
+                "dp3d.architecture": json.dumps(records[component], sort_keys=True),
+                "dp3d.dtype": dtype,
+            }
+            if component == "cross_view":
+                placements = [dataclasses.asdict(p) for p in cross_view_placements(unet_params)]
+                metadata["dp3d.placement"] = json.dumps(placements)
+            by_target = dict(pairs)
+            entries = [
+                (target, source.infos[key].shape, _stored_dtype(key, source.infos[key].dtype, STORAGE_DTYPES[dtype]))
+                for target, key in pairs
+            ]
+            path = out_dir / COMPONENT_FILES[component]
+            log.info("writing %s (%d tensors)", path, len(entries))
+            size = write_safetensors_streaming(path, entries, lambda t: source.tensor(by_target[t]), metadata)
+            report.written[component] = (path, len(entries), size)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _stored_dtype(key: str, found: torch.dtype, storage: torch.dtype) -> torch.dtype:
+    """Floating parameters take the storage dtype; buffers (positional tables) and integers keep theirs."""
+    if not found.is_floating_point or key.endswith(".pos_encoder.pe"):
+        return found
+    return storage

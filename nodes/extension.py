@@ -1,0 +1,12 @@
+"""The pack's V3 extension: collects the node lists of every theme module."""
+
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+from . import loaders
+
+
+class DiffPortrait3DExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [*loaders.NODES]

@@ -1,0 +1,38 @@
+"""Loader nodes for the converted DiffPortrait3D files in ``models/diffportrait3d/``."""
+
+from __future__ import annotations
+
+import folder_paths
+from comfy_api.latest import io
+
+from .model_loading import MODEL_FOLDER, load_pose_controlnet, model_file_path, register_model_folder
+
+register_model_folder()
+
+
+class PoseControlNetLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DP3DPoseControlNetLoader",
+            display_name="DiffPortrait3D Pose ControlNet Loader",
+            category="DiffPortrait3D/loaders",
+            description="Loads diffportrait3d_pose_controlnet.safetensors as a ComfyUI ControlNet whose hint is "
+            "rescaled to [-1, 1] (the core ControlNet loader skips that rescale and guesses SD1.5 sizes).",
+            inputs=[
+                io.Combo.Input(
+                    "pose_controlnet",
+                    options=folder_paths.get_filename_list(MODEL_FOLDER),
+                    tooltip="diffportrait3d_pose_controlnet.safetensors in models/diffportrait3d/",
+                ),
+            ],
+            outputs=[io.ControlNet.Output()],
+        )
+
+    @classmethod
+    def execute(cls, pose_controlnet) -> io.NodeOutput:
+        path = model_file_path(pose_controlnet, "pose_controlnet", "pose_controlnet")
+        return io.NodeOutput(load_pose_controlnet(path))
+
+
+NODES = [PoseControlNetLoader]

@@ -1,0 +1,105 @@
+"""Build ComfyUI model objects from the files ``python -m diffportrait3d convert`` writes.
+
+Every converted file records its component and architecture in its safetensors metadata; nothing
+here guesses sizes or head counts from file names or shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import comfy.cldm.cldm
+import comfy.controlnet
+import comfy.model_management
+import comfy.ops
+import comfy.utils
+import folder_paths
+import torch
+
+from ..kernels.checkpoint_components import COMPONENT_FILES
+from ..kernels.image_range import to_signed_unit_range
+from ..kernels.unet_architecture import comfy_unet_kwargs
+
+MODEL_FOLDER = "diffportrait3d"
+
+
+def register_model_folder() -> None:
+    """Make ``models/diffportrait3d/`` (and extra_model_paths entries named diffportrait3d) a model folder."""
+    default = os.path.join(folder_paths.models_dir, MODEL_FOLDER)
+    if MODEL_FOLDER in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(MODEL_FOLDER, default)
+    else:
+        folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], {".safetensors"})
+
+
+def model_file_path(filename: str, input_name: str, component: str) -> str:
+    """Full path of ``filename`` in the diffportrait3d folder, or an error that names the folder and file."""
+    path = folder_paths.get_full_path(MODEL_FOLDER, filename)
+    if path is None:
+        folders = ", ".join(folder_paths.get_folder_paths(MODEL_FOLDER))
+        raise FileNotFoundError(
+            f"{input_name}: '{filename}' is not in the diffportrait3d model folder ({folders}). Put "
+            f"{COMPONENT_FILES[component]} there (made by: python -m diffportrait3d convert "
+            "model_state-540000-001.th --out ComfyUI/models/diffportrait3d)."
+        )
+    return path
+
+
+def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """State dict and architecture record of a converted file; a clear error when it is another component."""
+    state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    metadata = metadata or {}
+    found = metadata.get("dp3d.component")
+    name = os.path.basename(path)
+    if found is None:
+        raise ValueError(
+            f"{input_name}: {name} has no DiffPortrait3D metadata. Select {COMPONENT_FILES[component]}, "
+            "made from the official checkpoint by: python -m diffportrait3d convert SRC --out models/diffportrait3d"
+        )
+    if found != component:
+        raise ValueError(
+            f"{input_name}: {name} holds the DiffPortrait3D '{found}' component, this input needs "
+            f"'{component}' ({COMPONENT_FILES[component]})"
+        )
+    return state_dict, json.loads(metadata["dp3d.architecture"])
+
+
+def _inference_setup(state_dict: dict[str, torch.Tensor]):
+    """(load device, weight dtype, manual-cast dtype, operations) chosen the way ComfyUI chooses them."""
+    load_device = comfy.model_management.get_torch_device()
+    weight_dtype = comfy.utils.weight_dtype(state_dict)
+    dtype = comfy.model_management.unet_dtype(
+        model_params=-1, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32], weight_dtype=weight_dtype
+    )
+    manual_cast_dtype = comfy.model_management.unet_manual_cast(dtype, load_device)
+    return load_device, dtype, manual_cast_dtype, comfy.ops.pick_operations(dtype, manual_cast_dtype)
+
+
+def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comfy.controlnet.ControlNet:
+    """ComfyUI's own ControlNet object for a converted pose ControlNet, sized from its metadata, with the
+    hint rescaled to [-1, 1] as the official model expects."""
+    state_dict, architecture = load_converted(path, "pose_controlnet", input_name)
+    load_device, dtype, manual_cast_dtype, operations = _inference_setup(state_dict)
+    kwargs = comfy_unet_kwargs(architecture)
+    kwargs.pop("out_channels")
+    network = comfy.cldm.cldm.ControlNet(
+        hint_channels=architecture.get("hint_channels", 3),
+        operations=operations,
+        dtype=dtype,
+        device=comfy.model_management.unet_offload_device(),
+        **kwargs,
+    )
+    weights = comfy.utils.state_dict_prefix_replace(state_dict, {"control_model.": ""}, filter_keys=True)
+    missing, unexpected = network.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{input_name}: {os.path.basename(path)} does not fit its recorded architecture "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); convert it again"
+        )
+    return comfy.controlnet.ControlNet(
+        network,
+        load_device=load_device,
+        manual_cast_dtype=manual_cast_dtype,
+        preprocess_image=to_signed_unit_range,
+    )
