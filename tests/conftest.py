@@ -91,6 +91,7 @@ def comfy_host():
     args.disable_api_nodes = True
     import comfy.model_management  # noqa: F401  (reads args.cpu at import)
     import utils.extra_config  # noqa: F401  (ComfyUI imports it before nodes)
+
     import nodes
 
     async def _load():
