@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -17,6 +18,9 @@ def _add_convert(commands) -> None:
     parser.add_argument("--out", required=True, help="output folder, e.g. ComfyUI/models/diffportrait3d")
     parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="dtype of stored weights")
     parser.add_argument("--config", help="architecture JSON (default: the official yaml's)")
+    parser.add_argument(
+        "--only", nargs="+", metavar="COMPONENT", help="write only these components (default: every one present)"
+    )
     parser.set_defaults(run=_run_convert)
 
 
@@ -24,7 +28,13 @@ def _run_convert(options) -> int:
     from .kernels.checkpoint_convert import ConversionError, convert_checkpoint
 
     try:
-        report = convert_checkpoint(options.src, options.out, dtype=options.dtype, config_path=options.config)
+        report = convert_checkpoint(
+            options.src,
+            options.out,
+            dtype=options.dtype,
+            config_path=options.config,
+            components=tuple(options.only) if options.only else None,
+        )
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -41,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for add_command in COMMANDS:
         add_command(commands)
     options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     return options.run(options)
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .checkpoint_layout import SCHEDULE_BUFFERS
+
 COMPONENT_FILES = {
     "unet": "diffportrait3d_unet.safetensors",
     "appearance": "diffportrait3d_appearance.safetensors",
@@ -30,11 +32,6 @@ REQUIRED_COMPONENTS = ("unet", "appearance", "pose_controlnet", "cross_view")
 
 UNET_PREFIX = "model.diffusion_model."
 MOTION_MARKER = "_motion_module"
-SCHEDULE_BUFFERS = frozenset(
-    "betas alphas_cumprod alphas_cumprod_prev sqrt_alphas_cumprod sqrt_one_minus_alphas_cumprod "
-    "log_one_minus_alphas_cumprod sqrt_recip_alphas_cumprod sqrt_recipm1_alphas_cumprod posterior_variance "
-    "posterior_log_variance_clipped posterior_mean_coef1 posterior_mean_coef2 logvar".split()
-)
 
 
 @dataclass(frozen=True)

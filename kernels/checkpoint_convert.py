@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint_components import COMPONENT_FILES, REQUIRED_COMPONENTS, route_key
-from .checkpoint_layout import cross_view_placements
-from .checkpoint_source import file_sha256, open_checkpoint
+from .checkpoint_components import COMPONENT_FILES, route_key
+from .checkpoint_layout import cross_view_placements, is_buffer_key
+from .checkpoint_source import CheckpointSource, file_sha256, open_checkpoint
 from .checkpoint_validation import raise_if_invalid, validate_checkpoint_keys
 from .conversion_error import ConversionError
 from .safetensors_stream import write_safetensors_streaming
@@ -53,8 +53,13 @@ def component_architectures(architecture: dict) -> dict[str, dict]:
         "appearance": params["appearance_control_stage_config"]["params"],
         "pose_controlnet": params["pose_control_stage_config"]["params"],
         "vae": {**params["first_stage_config"]["params"], "scale_factor": params.get("scale_factor", 0.18215)},
-        "text_encoder": {"target": params["cond_stage_config"].get("target", "")},
+        "text_encoder": {"target": _target_of(params["cond_stage_config"])},
     }
+
+
+def _target_of(stage_config) -> str:
+    """The ``target`` of an ldm stage config, which may also be a bare string like '__is_unconditional__'."""
+    return stage_config if isinstance(stage_config, str) else stage_config.get("target", "")
 
 
 @dataclass
@@ -93,74 +98,100 @@ def convert_checkpoint(
     out_dir: str | Path,
     dtype: str = "fp16",
     config_path: str | Path | None = None,
+    components: tuple[str, ...] | None = None,
 ) -> ConversionReport:
-    """Validate ``src`` against the architecture, then write the component files into ``out_dir``.
+    """Validate the checkpoint file ``src`` against the architecture, then write the component files
+    (all present ones, or only ``components``) into ``out_dir``.
 
     Nothing is written when validation fails (``ConversionError`` with what was expected and found).
-    Floating-point parameters are stored as ``dtype``; buffers (positional tables) stay float32.
+    Floating-point parameters are stored as ``dtype``; buffers (positional tables) keep their dtype.
     """
-    if dtype not in STORAGE_DTYPES:
-        raise ConversionError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, not {dtype!r}")
     started = time.perf_counter()
     architecture = load_architecture(config_path)
     config_name = Path(config_path).name if config_path else "the official config"
-    out_dir = Path(out_dir)
     with open_checkpoint(src) as source:
-        found = {key: info.shape for key, info in source.infos.items()}
-        validation = validate_checkpoint_keys(found, architecture)
-        raise_if_invalid(validation, found, source.path.name, config_name)
-        report = ConversionReport(
-            source=source.path,
-            source_sha256=file_sha256(source.path),
-            out_dir=out_dir,
-            dtype=dtype,
-            missing_optional=validation.missing_optional,
-            unexpected=validation.unexpected,
+        report = convert_source(
+            source, out_dir, architecture, dtype, config_name, source_sha256=file_sha256(source.path), components=components
         )
-        plan: dict[str, list[tuple[str, str]]] = {}  # component -> [(target key, source key)]
-        unexpected = set(validation.unexpected)
-        for key in source.infos:
-            routing = route_key(key)
-            if key in unexpected:
-                report.dropped[key] = "unknown extra key: not in the architecture"
-            elif routing.component is None:
-                report.dropped[key] = routing.dropped_reason
-            else:
-                plan.setdefault(routing.component, []).append((routing.target_key, key))
-                report.assignments[key] = routing.component
-        missing = [c for c in REQUIRED_COMPONENTS if c not in plan]
-        if missing:
-            raise ConversionError(f"{source.path.name}: no tensors for required components {missing}")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        records = component_architectures(architecture)
-        unet_params = architecture["model"]["params"]["unet_config"]["params"]
-        for component, pairs in plan.items():
-            metadata = {
-                "dp3d.component": component,
-                "dp3d.format_version": FORMAT_VERSION,
-                "dp3d.source_file": source.path.name,
-                "dp3d.source_sha256": report.source_sha256,
-                "dp3d.architecture": json.dumps(records[component], sort_keys=True),
-                "dp3d.dtype": dtype,
-            }
-            if component == "cross_view":
-                placements = [dataclasses.asdict(p) for p in cross_view_placements(unet_params)]
-                metadata["dp3d.placement"] = json.dumps(placements)
-            by_target = dict(pairs)
-            entries = [
-                (target, source.infos[key].shape, _stored_dtype(key, source.infos[key].dtype, STORAGE_DTYPES[dtype]))
-                for target, key in pairs
-            ]
-            path = out_dir / COMPONENT_FILES[component]
-            log.info("writing %s (%d tensors)", path, len(entries))
-            size = write_safetensors_streaming(path, entries, lambda t: source.tensor(by_target[t]), metadata)
-            report.written[component] = (path, len(entries), size)
     report.seconds = time.perf_counter() - started
     return report
 
 
+def convert_source(
+    source: CheckpointSource,
+    out_dir: str | Path,
+    architecture: dict,
+    dtype: str = "fp16",
+    config_name: str = "the official config",
+    source_sha256: str = "",
+    components: tuple[str, ...] | None = None,
+) -> ConversionReport:
+    """``convert_checkpoint`` for an already opened (or in-memory) ``CheckpointSource``."""
+    if dtype not in STORAGE_DTYPES:
+        raise ConversionError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, not {dtype!r}")
+    unknown = set(components or ()) - set(COMPONENT_FILES)
+    if unknown:
+        raise ConversionError(f"unknown components {sorted(unknown)}; choose from {list(COMPONENT_FILES)}")
+    started = time.perf_counter()
+    found = {key: info.shape for key, info in source.infos.items()}
+    validation = validate_checkpoint_keys(found, architecture)
+    raise_if_invalid(validation, found, source.path.name, config_name)
+    out_dir = Path(out_dir)
+    report = ConversionReport(
+        source=source.path,
+        source_sha256=source_sha256,
+        out_dir=out_dir,
+        dtype=dtype,
+        missing_optional=validation.missing_optional,
+        unexpected=validation.unexpected,
+    )
+    plan: dict[str, list[tuple[str, str]]] = {}  # component -> [(target key, source key)]
+    unexpected = set(validation.unexpected)
+    for key in source.infos:
+        routing = route_key(key)
+        if key in unexpected:
+            report.dropped[key] = "unknown extra key: not in the architecture"
+        elif routing.component is None:
+            report.dropped[key] = routing.dropped_reason
+        else:
+            plan.setdefault(routing.component, []).append((routing.target_key, key))
+            report.assignments[key] = routing.component
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = component_architectures(architecture)
+    unet_params = architecture["model"]["params"]["unet_config"]["params"]
+    for component in COMPONENT_FILES:
+        pairs = plan.get(component)
+        if not pairs or (components is not None and component not in components):
+            continue
+        metadata = {
+            "dp3d.component": component,
+            "dp3d.format_version": FORMAT_VERSION,
+            "dp3d.source_file": source.path.name,
+            "dp3d.source_sha256": source_sha256,
+            "dp3d.architecture": json.dumps(records[component], sort_keys=True),
+            "dp3d.dtype": dtype,
+        }
+        if component == "cross_view":
+            placements = [dataclasses.asdict(p) for p in cross_view_placements(unet_params)]
+            metadata["dp3d.placement"] = json.dumps(placements)
+        entries = [
+            (target, source.infos[key].shape, _stored_dtype(key, source.infos[key].dtype, STORAGE_DTYPES[dtype]))
+            for target, key in pairs
+        ]
+        path = out_dir / COMPONENT_FILES[component]
+        log.info("writing %s (%d tensors)", path, len(entries))
+        size = write_safetensors_streaming(path, entries, _fetcher(source, dict(pairs)), metadata)
+        report.written[component] = (path, len(entries), size)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _fetcher(source, source_key_of: dict[str, str]):
+    return lambda target_key: source.tensor(source_key_of[target_key])
+
+
 def _stored_dtype(key: str, found: torch.dtype, storage: torch.dtype) -> torch.dtype:
     """Floating parameters take the storage dtype; buffers (positional tables) and integers keep theirs."""
-    if not found.is_floating_point or key.endswith(".pos_encoder.pe"):
+    if not found.is_floating_point or is_buffer_key(key):
         return found
     return storage

@@ -33,7 +33,7 @@ class TensorInfo:
 
 
 class CheckpointSource:
-    """Read-only view of a state dict on disk: ``infos`` without reading data, ``tensor(key)`` on demand."""
+    """Read-only view of a state dict: ``infos`` without reading data, ``tensor(key)`` on demand."""
 
     def __init__(self, path: Path, infos: dict[str, TensorInfo], fetch):
         self.path = path
@@ -42,6 +42,12 @@ class CheckpointSource:
 
     def tensor(self, key: str) -> torch.Tensor:
         return self._fetch(key)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], name: str = "in-memory state dict") -> CheckpointSource:
+        """A source over tensors already in memory (tests build full-size ones as zero-stride views)."""
+        infos = {key: TensorInfo(tuple(t.shape), t.dtype) for key, t in tensors.items()}
+        return cls(Path(name), infos, tensors.__getitem__)
 
 
 @contextmanager

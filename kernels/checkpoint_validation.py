@@ -18,6 +18,7 @@ OPTIONAL_PARTS = {
     "text encoder (cond_stage_model.*)": lambda key: key.startswith("cond_stage_model."),
     "cross-view positional tables (pos_encoder.pe)": lambda key: key.endswith(".pos_encoder.pe"),
     "DDPM schedule buffers": lambda key: "." not in key,
+    "appearance-net hint block (never executed)": lambda key: key.startswith("control_model.input_hint_block."),
 }
 # Keys a checkpoint may carry that the architecture does not list (older transformers saved it).
 TOLERATED_EXTRAS = {"cond_stage_model.transformer.text_model.embeddings.position_ids", "lvlb_weights"}
@@ -72,10 +73,13 @@ def describe_key_families(keys) -> str:
     """'model.diffusion_model.* (686), control_model.* (698), …' — a short picture of what a file holds."""
     families: Counter[str] = Counter()
     for key in keys:
+        if "." not in key:
+            families["top-level buffers"] += 1
+            continue
         head = key.split(".", 1)[0]
         if head == "model" and key.count(".") > 1:
             head = ".".join(key.split(".", 2)[:2])
-        families[head + (".*" if "." in key else "")] += 1
+        families[head + ".*"] += 1
     return ", ".join(f"{name} ({count})" for name, count in families.most_common(8)) or "no tensors"
 
 

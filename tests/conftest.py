@@ -90,9 +90,8 @@ def comfy_host():
     args.cpu = True
     args.disable_api_nodes = True
     import comfy.model_management  # noqa: F401  (reads args.cpu at import)
-    import utils.extra_config  # noqa: F401  (ComfyUI imports it before nodes)
-
     import nodes
+    import utils.extra_config  # noqa: F401  (ComfyUI imports it before nodes)
 
     async def _load():
         await nodes.init_builtin_extra_nodes()

@@ -13,6 +13,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
+
 from diffportrait3d.kernels.checkpoint_layout import (
     DIFFUSION_PREFIX,
     cross_view_placements,
@@ -20,7 +22,6 @@ from diffportrait3d.kernels.checkpoint_layout import (
     is_buffer_key,
     motion_module_shapes,
 )
-from safetensors import safe_open
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MOTION_PREFIX = re.compile(r"^(.*_motion_module\.\d+(?:\.\d+)?)\.temporal_transformer\.")
