@@ -89,9 +89,10 @@ def comfy_host():
 
     args.cpu = True
     args.disable_api_nodes = True
-    import comfy.model_management  # noqa: F401  (reads args.cpu at import)
-    import nodes
-    import utils.extra_config  # noqa: F401  (ComfyUI imports it before nodes)
+    # Order matters: model_management reads args.cpu at import; ComfyUI imports utils.extra_config before nodes.
+    importlib.import_module("comfy.model_management")
+    importlib.import_module("utils.extra_config")
+    nodes = importlib.import_module("nodes")
 
     async def _load():
         await nodes.init_builtin_extra_nodes()
