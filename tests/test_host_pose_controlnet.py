@@ -89,3 +89,23 @@ def test_full_size_pose_controlnet_loads_with_the_core_loader_unchanged(comfy_ho
     assert n_params == manifest["groups"]["pose_control_model."]["n_param_elements"] == 361_279_120
     assert size == pytest.approx(2 * n_params, rel=1e-3)
     assert math.isclose(control_net.control_model.input_blocks[1][1].transformer_blocks[0].attn1.heads, 8)
+
+
+def test_full_size_unet_keys_are_detected_as_sd15_by_the_core_unet_loader(comfy_host):
+    import comfy.model_detection
+    import comfy.supported_models
+
+    from diffportrait3d.kernels.checkpoint_components import route_key
+
+    manifest = json.loads((FIXTURES / "official_checkpoint_manifest.json").read_text())
+    zero = torch.zeros(())
+    unet = {}
+    for group in manifest["groups"].values():
+        for key, entry in group["keys"].items():
+            routing = route_key(key)
+            if routing.component == "unet":
+                unet[routing.target_key] = zero.expand(entry["shape"])
+    assert len(unet) == 686
+    # what the core UNETLoader runs on a state dict: detection from names and shapes
+    config = comfy.model_detection.model_config_from_unet(unet, "")
+    assert type(config) is comfy.supported_models.SD15
