@@ -198,3 +198,25 @@ class CameraSet:
         if not labels or any(len(label) != LABEL_SIZE for label in labels):
             raise ValueError(f"camera JSON needs at least one view and {LABEL_SIZE} numbers per label")
         return cls.from_labels(labels)
+
+
+def estimate_pivot(cameras: CameraSet) -> torch.Tensor:
+    """[3] float64 point nearest (least squares) to every camera's viewing axis: the look-at pivot.
+
+    With one camera or parallel axes the pivot is ambiguous along the axis; the point of the axis
+    nearest the world origin is returned.
+    """
+    origins = cameras.cam2world[:, :3, 3]
+    axes = cameras.cam2world[:, :3, 2]
+    projector = torch.eye(3, dtype=torch.float64) - axes[:, :, None] * axes[:, None, :]
+    system = projector.sum(0)
+    if torch.linalg.matrix_rank(system, atol=1e-6) < 3:
+        return origins[0] - axes[0] * torch.dot(origins[0], axes[0])
+    return torch.linalg.solve(system, (projector @ origins[:, :, None]).sum(0)).squeeze(-1)
+
+
+def frontal_camera_like(cameras: CameraSet) -> CameraSet:
+    """The yaw = pitch = roll = 0 camera with the first camera's radius, intrinsics and the set's pivot."""
+    radius = float(cameras.cam2world[0, :3, 3].norm())
+    frontal = cam2world_from_yaw_pitch(0.0, 0.0, 0.0, radius=radius, pivot=estimate_pivot(cameras))
+    return CameraSet(frontal, cameras.intrinsics[:1].clone())

@@ -26,7 +26,7 @@ def official_orbit(
 ) -> CameraSet:
     """The official elliptical orbit: ``h = pi/2 + a sin(2 pi k / n)``, ``v = pi/2 - 0.05 + b cos(2 pi k / n)``.
 
-    ``a``, ``b`` radians; view 0 is the top of the ellipse (camera highest), views go toward +yaw first.
+    ``a``, ``b`` radians; view 0 is the bottom of the ellipse (camera lowest, looking up), views go toward +yaw first.
     """
     phase = 2 * math.pi * torch.arange(views, dtype=torch.float64) / views
     return CameraSet.from_yaw_pitch(a * torch.sin(phase), OFFICIAL_PITCH_OFFSET + b * torch.cos(phase), 0.0, **camera)
