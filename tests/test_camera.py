@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from diffportrait3d.kernels.camera import (
     EG3D_FOCAL,
     PIVOT_EG3D_FFHQ,
@@ -13,7 +12,12 @@ from diffportrait3d.kernels.camera import (
     estimate_pivot,
     yaw_pitch_roll_from_cam2world,
 )
-from diffportrait3d.kernels.camera_paths import camera_path, interpolate_keyframes, official_orbit, parse_keyframes
+from diffportrait3d.kernels.camera_paths import (
+    camera_path,
+    interpolate_keyframes,
+    official_orbit,
+    parse_keyframes,
+)
 from diffportrait3d.kernels.rasterizer import project_points
 
 
