@@ -58,6 +58,7 @@ def _add_poses(commands) -> None:
     parser.add_argument("--background", default="#ffffff")
     parser.add_argument("--out", help="output folder (required unless --benchmark)")
     parser.add_argument("--benchmark", action="store_true", help="time the template head renderer (single thread) and exit")
+    parser.add_argument("--sheet", help="write a contact sheet of all presets (PNG) to this path and exit")
     parser.set_defaults(run=_run_poses)
 
 
@@ -98,6 +99,10 @@ def _run_poses(options) -> int:
         return 2
     if options.benchmark:
         return _benchmark(cameras, options.size, look, background, options.antialias)
+    if options.sheet:
+        write_png(options.sheet, _preset_sheet(look, background, pivot))
+        print(f"wrote {options.sheet}")
+        return 0
     if not options.out:
         print("error: --out DIR is required (or use --benchmark)", file=sys.stderr)
         return 2
@@ -115,6 +120,24 @@ def _run_poses(options) -> int:
     for index, view in enumerate(angles):
         print(f"  view_{index:02d}.png  yaw {view['yaw_deg']:+7.2f}  pitch {view['pitch_deg']:+7.2f}  roll {view['roll_deg']:+6.2f} deg")
     return 0
+
+
+def _preset_sheet(look, background, pivot, tile: int = 160):
+    """Rows: official16 (2 rows of 8), yaw_sweep -60..60, turntable360 (8 views), keyframes with pitch and roll."""
+    import torch
+
+    from .kernels.camera_paths import camera_path
+    from .kernels.head_template import render_template_head
+    from .kernels.image_grid import image_grid
+
+    rows = [
+        camera_path("official16", pivot=pivot),
+        camera_path("yaw_sweep", views=8, yaw_min_deg=-60, yaw_max_deg=60, pivot=pivot),
+        camera_path("turntable360", views=8, pivot=pivot),
+        camera_path("keyframes", keyframes="0,-25; 0,25; -30,-15; 30,-15; 0,0,-20; 0,0,20; -45,10; 45,10", pivot=pivot),
+    ]
+    images = torch.cat([render_template_head(cameras, tile, tile, look, background, 2)[0] for cameras in rows])
+    return image_grid(images, 8, gap=6)[0]
 
 
 def _benchmark(cameras, size: int, look, background, antialias: int) -> int:
