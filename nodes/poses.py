@@ -58,8 +58,13 @@ def check_size(size: int) -> int:
 
 
 def check_cameras(cameras) -> CameraSet:
-    if not isinstance(cameras, CameraSet) or len(cameras) == 0:
-        raise ValueError("cameras: connect a DiffPortrait3D Camera Path (or Cameras From JSON) node")
+    """Any camera-set-like value (``cam2world`` and ``intrinsics`` tensors) as this module's CameraSet."""
+    try:
+        cameras = CameraSet(torch.as_tensor(cameras.cam2world, dtype=torch.float64), torch.as_tensor(cameras.intrinsics, dtype=torch.float64))
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"cameras: connect a DiffPortrait3D Camera Path (or Cameras From JSON) node ({error})") from error
+    if len(cameras) == 0:
+        raise ValueError("cameras: the camera set is empty; give the Camera Path node at least one view")
     return cameras
 
 

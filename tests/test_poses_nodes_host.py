@@ -107,3 +107,24 @@ def test_depth_node_renders_a_relief_from_another_nodes_image(run_prompt):
     }
     executor, server = run_prompt(prompt)
     assert executor.success, [m for m in server.messages if m[0] == "execution_error"]
+
+
+def test_driving_and_mesh_nodes_produce_one_condition_per_camera(comfy_host, tmp_path):
+    poses = comfy_host.pack_module.nodes.poses
+    from diffportrait3d.kernels.camera_paths import camera_path
+
+    cameras = camera_path("yaw_sweep", views=3, yaw_min_deg=-30, yaw_max_deg=30)
+    frames = torch.zeros(5, 80, 64, 3)
+    frames[..., 2] = 0.9
+    frames[:, 20:60, 18:46] = torch.tensor([0.7, 0.5, 0.4])  # a block "head" on a blue background
+    images, masks = poses.PoseDrivingFrames.execute(cameras, frames, 64, "linear_sweep", -40.0, 40.0, "", "#ffffff").args
+    assert images.shape == (3, 64, 64, 3) and masks.shape == (3, 64, 64) and masks.sum() > 0
+    with pytest.raises(ValueError, match="per_frame_angles"):
+        poses.PoseDrivingFrames.execute(cameras, frames, 64, "per_frame", 0.0, 0.0, "0, 0\n10, 0", "#ffffff")
+
+    obj = tmp_path / "tetra.obj"
+    obj.write_text("v 0 0 1\nv 1 0 -1\nv -1 0 -1\nv 0 1.5 0\nf 1 2 4\nf 2 3 4\nf 3 1 4\nf 1 3 2\n")
+    images, masks = poses.PoseMesh.execute(cameras, str(obj), "fit_to_template", 64, "#dbad91", "#000000", True).args
+    assert images.shape == (3, 64, 64, 3) and (masks.sum(dim=(1, 2)) > 50).all()
+    with pytest.raises(ValueError, match="obj_path"):
+        poses.PoseMesh.execute(cameras, str(tmp_path / "missing.obj"), "as_is", 64, "#dbad91", "#000000", True)
