@@ -42,7 +42,145 @@ def _run_convert(options) -> int:
     return 0
 
 
-COMMANDS = [_add_convert]
+def _add_poses(commands) -> None:
+    from .kernels.camera_paths import INTERPOLATIONS, OFFICIAL_ORBIT_A, OFFICIAL_ORBIT_B, PRESETS
+
+    parser = commands.add_parser(
+        "poses",
+        help="write pose-condition images (template head) and the camera JSON; no weights needed",
+        description="Render the template head at every camera of a path: view_NN.png, mask_NN.png, grid.png and "
+        "cameras.json (25-number EG3D labels) in --out. With --benchmark, time the renderer instead.",
+    )
+    parser.add_argument("--preset", choices=PRESETS, default="official16")
+    parser.add_argument("--views", type=int, default=16, help="number of views (default 16)")
+    parser.add_argument("--a", type=float, default=OFFICIAL_ORBIT_A, help="official16 horizontal amplitude (radians)")
+    parser.add_argument("--b", type=float, default=OFFICIAL_ORBIT_B, help="official16 vertical amplitude (radians)")
+    parser.add_argument("--yaw-min", type=float, default=-45.0, help="yaw_sweep first yaw (degrees)")
+    parser.add_argument("--yaw-max", type=float, default=45.0, help="yaw_sweep last yaw (degrees)")
+    parser.add_argument("--pitch", type=float, default=0.0, help="yaw_sweep/turntable360 pitch (degrees, - = camera above)")
+    parser.add_argument("--keyframes", default="", help="keyframes preset: 'yaw,pitch,roll; yaw,pitch,roll; ...' (degrees)")
+    parser.add_argument("--interpolation", choices=INTERPOLATIONS, default="per_view")
+    parser.add_argument("--pivot", default="panohead", help="panohead, eg3d_ffhq or 'x,y,z'")
+    parser.add_argument("--size", type=int, default=512, help="image size in pixels, multiple of 8 (default 512)")
+    parser.add_argument("--antialias", type=int, default=1, help="supersampling factor (default 1 = off)")
+    parser.add_argument("--skin", default="#dbad91")
+    parser.add_argument("--hair", default="#33241a")
+    parser.add_argument("--background", default="#ffffff")
+    parser.add_argument("--out", help="output folder (required unless --benchmark)")
+    parser.add_argument("--benchmark", action="store_true", help="time the template head renderer (single thread) and exit")
+    parser.add_argument("--sheet", help="write a contact sheet of all presets (PNG) to this path and exit")
+    parser.set_defaults(run=_run_poses)
+
+
+def _colour(text: str, name: str) -> tuple[float, float, float]:
+    value = text.strip().lstrip("#")
+    if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise ValueError(f"{name}: '{text}' is not #rrggbb")
+    return tuple(int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
+
+
+def _run_poses(options) -> int:
+    import json
+    from pathlib import Path
+
+    from .kernels.camera import PIVOTS
+    from .kernels.camera_paths import camera_path
+    from .kernels.head_template import HeadLook, render_template_head
+    from .kernels.image_grid import image_grid
+    from .kernels.png_writer import write_png
+
+    try:
+        if options.size % 8 or options.size < 64:
+            raise ValueError(f"--size {options.size} must be a multiple of 8 and at least 64")
+        if options.pivot in PIVOTS:
+            pivot = PIVOTS[options.pivot]
+        else:
+            pivot = tuple(float(v) for v in options.pivot.split(","))
+            if len(pivot) != 3:
+                raise ValueError("--pivot must be panohead, eg3d_ffhq or three numbers 'x,y,z'")
+        cameras = camera_path(
+            options.preset, options.views, options.a, options.b, options.yaw_min, options.yaw_max, options.pitch,
+            options.keyframes, options.interpolation, pivot=pivot,
+        )
+        look = HeadLook(skin=_colour(options.skin, "--skin"), hair=_colour(options.hair, "--hair"))
+        background = _colour(options.background, "--background")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if options.benchmark:
+        return _benchmark(cameras, options.size, look, background, options.antialias)
+    if options.sheet:
+        write_png(options.sheet, _preset_sheet(look, background, pivot))
+        print(f"wrote {options.sheet}")
+        return 0
+    if not options.out:
+        print("error: --out DIR is required (or use --benchmark)", file=sys.stderr)
+        return 2
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images, masks = render_template_head(cameras, options.size, options.size, look, background, options.antialias)
+    for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        write_png(out / f"view_{index:02d}.png", image)
+        write_png(out / f"mask_{index:02d}.png", mask)
+    columns = 8 if len(cameras) >= 8 else len(cameras)
+    write_png(out / "grid.png", image_grid(images, columns)[0])
+    (out / "cameras.json").write_text(cameras.to_json(), encoding="utf-8")
+    angles = json.loads(cameras.to_json())["views"]
+    print(f"wrote {len(cameras)} condition images ({options.size}x{options.size}), masks, grid.png and cameras.json to {out}")
+    for index, view in enumerate(angles):
+        print(f"  view_{index:02d}.png  yaw {view['yaw_deg']:+7.2f}  pitch {view['pitch_deg']:+7.2f}  roll {view['roll_deg']:+6.2f} deg")
+    return 0
+
+
+def _preset_sheet(look, background, pivot, tile: int = 160):
+    """Rows: official16 (2 rows of 8), yaw_sweep -60..60, turntable360 (8 views), keyframes with pitch and roll."""
+    import torch
+
+    from .kernels.camera_paths import camera_path
+    from .kernels.head_template import render_template_head
+    from .kernels.image_grid import image_grid
+
+    rows = [
+        camera_path("official16", pivot=pivot),
+        camera_path("yaw_sweep", views=8, yaw_min_deg=-60, yaw_max_deg=60, pivot=pivot),
+        camera_path("turntable360", views=8, pivot=pivot),
+        camera_path("keyframes", keyframes="0,-25; 0,25; -30,-15; 30,-15; 0,0,-20; 0,0,20; -45,10; 45,10", pivot=pivot),
+    ]
+    images = torch.cat([render_template_head(cameras, tile, tile, look, background, 2)[0] for cameras in rows])
+    return image_grid(images, 8, gap=6)[0]
+
+
+def _benchmark(cameras, size: int, look, background, antialias: int) -> int:
+    import platform
+    import time
+
+    import torch
+
+    from .kernels.head_template import render_template_head, template_head_mesh
+    from .kernels.rasterizer import project_points, rasterize
+
+    torch.set_num_threads(1)
+    mesh = template_head_mesh(look)
+    render_template_head(cameras, size, size, look, background, antialias)  # warm-up
+    per_view = []
+    for _ in range(3):
+        start = time.perf_counter()
+        render_template_head(cameras, size, size, look, background, antialias)
+        per_view.append((time.perf_counter() - start) / len(cameras))
+    raster = []
+    for view in range(len(cameras)):
+        screen = project_points(mesh.vertices, cameras.cam2world[view], cameras.intrinsics[view], size, size)
+        start = time.perf_counter()
+        rasterize(screen, mesh.faces, size, size, cull="back")
+        raster.append(time.perf_counter() - start)
+    print(f"template head: {mesh.vertices.shape[0]} vertices, {mesh.faces.shape[0]} triangles; "
+          f"{len(cameras)} views at {size}x{size}, antialias {antialias}, 1 thread, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(f"  full render (raster + shading): {min(per_view):.4f} s/view best, {sorted(per_view)[1]:.4f} s/view median of 3")
+    print(f"  rasterise only: {sum(raster) / len(raster):.4f} s/view mean")
+    return 0
+
+
+COMMANDS = [_add_convert, _add_poses]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,10 +3,10 @@
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import loaders
+from . import loaders, poses
 
 
 class DiffPortrait3DExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*loaders.NODES]
+        return [*loaders.NODES, *poses.NODES]

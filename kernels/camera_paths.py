@@ -1,0 +1,129 @@
+"""Camera paths: the official 16-view orbit, yaw sweeps, a 360 turntable and keyframed paths.
+
+All return a :class:`CameraSet` (EG3D conventions, see ``camera.py``). Angles of the official orbit
+are EG3D's raw radians; every other path takes degrees.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from .camera import EG3D_FOCAL, EG3D_RADIUS, PIVOT_PANOHEAD, CameraSet
+
+# EG3D's video script orbit amplitudes (yaw_range, pitch_range), used as the official orbit's defaults.
+OFFICIAL_ORBIT_A = 0.35
+OFFICIAL_ORBIT_B = 0.25
+OFFICIAL_PITCH_OFFSET = -0.05
+PRESETS = ("official16", "yaw_sweep", "turntable360", "keyframes")
+INTERPOLATIONS = ("per_view", "linear", "smooth")
+
+
+def official_orbit(
+    a: float = OFFICIAL_ORBIT_A, b: float = OFFICIAL_ORBIT_B, views: int = 16, **camera
+) -> CameraSet:
+    """The official elliptical orbit: ``h = pi/2 + a sin(2 pi k / n)``, ``v = pi/2 - 0.05 + b cos(2 pi k / n)``.
+
+    ``a``, ``b`` radians; view 0 is the bottom of the ellipse (camera lowest, looking up), views go toward +yaw first.
+    """
+    phase = 2 * math.pi * torch.arange(views, dtype=torch.float64) / views
+    return CameraSet.from_yaw_pitch(a * torch.sin(phase), OFFICIAL_PITCH_OFFSET + b * torch.cos(phase), 0.0, **camera)
+
+
+def yaw_sweep(views: int = 16, yaw_min_deg=-45.0, yaw_max_deg=45.0, pitch_deg=0.0, **camera) -> CameraSet:
+    """``views`` cameras with yaw evenly from ``yaw_min_deg`` to ``yaw_max_deg`` (both included) at one pitch."""
+    yaw = torch.linspace(math.radians(yaw_min_deg), math.radians(yaw_max_deg), views, dtype=torch.float64)
+    return CameraSet.from_yaw_pitch(yaw, math.radians(pitch_deg), 0.0, **camera)
+
+
+def turntable(views: int = 24, pitch_deg=0.0, **camera) -> CameraSet:
+    """A full turn: yaw = 360 k / views degrees (view 0 frontal, then toward +yaw), one pitch."""
+    yaw = 2 * math.pi * torch.arange(views, dtype=torch.float64) / views
+    return CameraSet.from_yaw_pitch(yaw, math.radians(pitch_deg), 0.0, **camera)
+
+
+def parse_keyframes(text: str) -> torch.Tensor:
+    """Keyframes [K, 3] (yaw, pitch, roll) in degrees from text.
+
+    One keyframe per line or per ``;``; numbers separated by commas or spaces: ``yaw`` or
+    ``yaw, pitch`` or ``yaw, pitch, roll`` (missing values are 0). ``#`` starts a comment.
+    """
+    rows = []
+    for number, chunk in enumerate(re.split(r"[;\n]", text), start=1):
+        chunk = chunk.split("#", 1)[0].strip()
+        if not chunk:
+            continue
+        parts = [part for part in re.split(r"[,\s]+", chunk) if part]
+        if len(parts) > 3:
+            raise ValueError(f"keyframes: entry {number} '{chunk}' has more than 3 numbers (yaw, pitch, roll)")
+        try:
+            values = [float(part) for part in parts]
+        except ValueError as error:
+            raise ValueError(f"keyframes: entry {number} '{chunk}' is not numbers (degrees): {error}") from error
+        rows.append(values + [0.0] * (3 - len(values)))
+    if not rows:
+        raise ValueError("keyframes: no keyframe found; write one 'yaw, pitch, roll' (degrees) per line")
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def interpolate_keyframes(keys: torch.Tensor, views: int, interpolation: str = "linear") -> torch.Tensor:
+    """[views, C] values spread over keyframes [K, C]: first view at key 0, last at key K-1.
+
+    ``linear`` is piecewise linear; ``smooth`` eases in and out of every keyframe (cosine ease).
+    """
+    if interpolation not in ("linear", "smooth"):
+        raise ValueError(f"interpolation must be 'linear' or 'smooth', got '{interpolation}'")
+    if keys.shape[0] == 1 or views == 1:
+        return keys[:1].expand(views, -1).clone()
+    position = torch.linspace(0, keys.shape[0] - 1, views, dtype=torch.float64)
+    left = position.floor().long().clamp(max=keys.shape[0] - 2)
+    fraction = (position - left).unsqueeze(-1)
+    if interpolation == "smooth":
+        fraction = (1 - torch.cos(math.pi * fraction)) / 2
+    return keys[left] * (1 - fraction) + keys[left + 1] * fraction
+
+
+def keyframe_path(text: str, views: int = 16, interpolation: str = "per_view", **camera) -> CameraSet:
+    """Cameras from keyframe text (see :func:`parse_keyframes`).
+
+    ``per_view``: one camera per keyframe (``views`` ignored); ``linear``/``smooth``: ``views`` cameras
+    interpolated through the keyframes.
+    """
+    keys = parse_keyframes(text)
+    if interpolation == "per_view":
+        angles = keys
+    else:
+        angles = interpolate_keyframes(keys, views, interpolation)
+    angles = torch.deg2rad(angles)
+    return CameraSet.from_yaw_pitch(angles[:, 0], angles[:, 1], angles[:, 2], **camera)
+
+
+def camera_path(
+    preset: str,
+    views: int = 16,
+    orbit_a: float = OFFICIAL_ORBIT_A,
+    orbit_b: float = OFFICIAL_ORBIT_B,
+    yaw_min_deg: float = -45.0,
+    yaw_max_deg: float = 45.0,
+    pitch_deg: float = 0.0,
+    keyframes: str = "",
+    interpolation: str = "per_view",
+    radius: float = EG3D_RADIUS,
+    pivot=PIVOT_PANOHEAD,
+    focal: float = EG3D_FOCAL,
+) -> CameraSet:
+    """One entry point for every preset (``PRESETS``); parameters that a preset does not use are ignored."""
+    if views < 1:
+        raise ValueError(f"views must be at least 1, got {views}")
+    camera = {"radius": radius, "pivot": pivot, "focal": focal}
+    if preset == "official16":
+        return official_orbit(orbit_a, orbit_b, views, **camera)
+    if preset == "yaw_sweep":
+        return yaw_sweep(views, yaw_min_deg, yaw_max_deg, pitch_deg, **camera)
+    if preset == "turntable360":
+        return turntable(views, pitch_deg, **camera)
+    if preset == "keyframes":
+        return keyframe_path(keyframes, views, interpolation, **camera)
+    raise ValueError(f"preset must be one of {PRESETS}, got '{preset}'")
