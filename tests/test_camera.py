@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from diffportrait3d.kernels.camera import (
     EG3D_FOCAL,
     PIVOT_EG3D_FFHQ,

@@ -3,6 +3,7 @@
 import math
 
 import torch
+
 from diffportrait3d.kernels.camera import CameraSet
 from diffportrait3d.kernels.head_template import HeadLook, render_template_head, template_head_mesh
 from diffportrait3d.kernels.rasterizer import interpolate, project_points, rasterize

@@ -5,6 +5,7 @@ import zlib
 
 import pytest
 import torch
+
 from diffportrait3d.kernels.camera import CameraSet, frontal_camera_like
 from diffportrait3d.kernels.depth_mesh import depth_relief_mesh
 from diffportrait3d.kernels.driving_frames import (

@@ -1,6 +1,7 @@
 """Rasteriser: coverage against a brute-force reference, z-buffer occlusion, perspective-correct interpolation, culling."""
 
 import torch
+
 from diffportrait3d.kernels.camera import CameraSet
 from diffportrait3d.kernels.rasterizer import interpolate, project_points, rasterize, vertex_normals
 

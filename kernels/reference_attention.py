@@ -1,0 +1,98 @@
+"""The appearance reference bank: what the appearance net writes and the UNet's self-attention reads.
+
+Both sides are ComfyUI ``attn1_patch`` callables — ``patch(n, context, value, extra_options) ->
+(n, context, value)``, where ``n = norm1(x)`` of a transformer block and ``extra_options`` carries
+``block`` (kind, id), ``block_index`` and ``cond_or_uncond``. They are plain objects over torch tensors.
+
+Official semantics: the appearance net stores ``norm1(x)`` of each of its transformer blocks; the
+UNet block at the same position attends with keys/values ``[own norm1(x) ; bank entry]`` (own tokens
+first) through its own attention weights — on the conditional branch only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+BlockKey = tuple[str, int, int]  # (block kind, block id, transformer index inside the block)
+
+
+def block_key(extra_options: dict) -> BlockKey:
+    kind, block_id = extra_options["block"]
+    return kind, block_id, extra_options.get("block_index", 0)
+
+
+def conditional_rows(extra_options: dict, batch: int) -> torch.Tensor:
+    """Bool [batch]: rows of the conditional chunk(s). ComfyUI stacks equal chunks in ``cond_or_uncond``
+    order (0 = cond, 1 = uncond); without that information every row counts as conditional."""
+    chunks = extra_options.get("cond_or_uncond") or [0]
+    if batch % len(chunks):
+        raise ValueError(f"batch {batch} does not split into the {len(chunks)} cond/uncond chunks")
+    return torch.tensor(chunks).eq(0).repeat_interleave(batch // len(chunks))
+
+
+class BankFull(Exception):
+    """Raised by ``ReferenceBankWriter`` after the last entry: the rest of the appearance net is dead work."""
+
+
+class ReferenceBank:
+    """Entries of one sampling step: block key -> tensor [R, tokens, channels], R = 1 (shared by all views)
+    or the number of conditional rows. ``active`` is False on steps without reference."""
+
+    def __init__(self):
+        self.entries: dict[BlockKey, torch.Tensor] = {}
+        self.active = False
+
+    def clear(self) -> None:
+        self.entries = {}
+        self.active = False
+
+
+class ReferenceBankWriter:
+    """attn1_patch for the appearance net: records ``norm1(x)`` of every transformer block, then stops
+    the network (``BankFull``) once ``expected_entries`` are written."""
+
+    def __init__(self, bank: ReferenceBank, expected_entries: int | None = None):
+        self.bank = bank
+        self.expected_entries = expected_entries
+
+    def __call__(self, n, context, value, extra_options):
+        self.bank.entries[block_key(extra_options)] = n
+        if self.expected_entries is not None and len(self.bank.entries) >= self.expected_entries:
+            raise BankFull
+        return n, context, value
+
+
+class ReferenceBankReader:
+    """attn1_patch for the UNet: conditional rows attend over ``[own tokens ; reference tokens]``.
+
+    When cond and uncond rows share one batch, the uncond rows get ``[own ; own]``: softmax over duplicated
+    keys/values equals attention over the originals exactly, so they stay plain self-attention while all
+    rows keep one token count (which needs reference tokens == own tokens, guaranteed by the caller).
+    """
+
+    def __init__(self, bank: ReferenceBank):
+        self.bank = bank
+
+    def __call__(self, n, context, value, extra_options):
+        entry = self.bank.entries.get(block_key(extra_options)) if self.bank.active else None
+        if entry is None:
+            return n, context, value
+        rows = conditional_rows(extra_options, n.shape[0]).to(n.device)
+        n_cond = int(rows.sum())
+        if n_cond == 0:
+            return n, context, value
+        if entry.shape[0] not in (1, n_cond):
+            raise ValueError(f"reference bank has {entry.shape[0]} rows for {n_cond} conditional rows")
+        reference = entry.to(dtype=context.dtype, device=context.device).expand(n_cond, -1, -1)
+        if n_cond == n.shape[0]:
+            return n, torch.cat([context, reference], dim=1), torch.cat([value, reference], dim=1)
+        if reference.shape[1] != context.shape[1]:
+            raise ValueError(
+                f"reference has {reference.shape[1]} tokens, the views {context.shape[1]}: encode the reference "
+                "at the latent size of the views"
+            )
+        extra_context = context.clone()
+        extra_value = value.clone()
+        extra_context[rows] = reference
+        extra_value[rows] = reference
+        return n, torch.cat([context, extra_context], dim=1), torch.cat([value, extra_value], dim=1)
