@@ -65,16 +65,20 @@ class ReferenceBankWriter:
 class ReferenceBankReader:
     """attn1_patch for the UNet: conditional rows attend over ``[own tokens ; reference tokens]``.
 
+    The bank of the current call travels in the transformer options under ``bank_key`` (ComfyUI deep-copies
+    patch objects when it clones a model, so a patch must not hold per-call state itself).
+
     When cond and uncond rows share one batch, the uncond rows get ``[own ; own]``: softmax over duplicated
     keys/values equals attention over the originals exactly, so they stay plain self-attention while all
     rows keep one token count (which needs reference tokens == own tokens, guaranteed by the caller).
     """
 
-    def __init__(self, bank: ReferenceBank):
-        self.bank = bank
+    def __init__(self, bank_key: str):
+        self.bank_key = bank_key
 
     def __call__(self, n, context, value, extra_options):
-        entry = self.bank.entries.get(block_key(extra_options)) if self.bank.active else None
+        bank = extra_options.get(self.bank_key)
+        entry = bank.entries.get(block_key(extra_options)) if bank is not None and bank.active else None
         if entry is None:
             return n, context, value
         rows = conditional_rows(extra_options, n.shape[0]).to(n.device)

@@ -3,10 +3,16 @@
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import loaders, poses
+from . import appearance_reference, cross_view, loaders, poses, sampler
 
 
 class DiffPortrait3DExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*loaders.NODES, *poses.NODES]
+        return [
+            *loaders.NODES,
+            *appearance_reference.NODES,
+            *cross_view.NODES,
+            *sampler.NODES,
+            *poses.NODES,
+        ]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from .model_loading import MODEL_FOLDER, load_pose_controlnet, model_file_path, register_model_folder
+from .model_loading import (
+    MODEL_FOLDER,
+    load_dp3d_unet,
+    load_pose_controlnet,
+    model_file_path,
+    register_model_folder,
+)
 
 register_model_folder()
 
@@ -35,4 +41,22 @@ class PoseControlNetLoader(io.ComfyNode):
         return io.NodeOutput(load_pose_controlnet(path))
 
 
-NODES = [PoseControlNetLoader]
+class UNetLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DP3DUNetLoader",
+            display_name="DiffPortrait3D UNet Loader",
+            category="DiffPortrait3D/loaders",
+            description="Loads diffportrait3d_unet.safetensors, the DiffPortrait3D-trained SD1.5 UNet, as a MODEL "
+            "sized from its recorded architecture. Any SD1.5 MODEL can be used instead.",
+            inputs=[io.Combo.Input("unet", options=folder_paths.get_filename_list(MODEL_FOLDER))],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, unet) -> io.NodeOutput:
+        return io.NodeOutput(load_dp3d_unet(model_file_path(unet, "unet", "unet")))
+
+
+NODES = [UNetLoader, PoseControlNetLoader]

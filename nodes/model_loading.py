@@ -12,10 +12,13 @@ import os
 import comfy.cldm.cldm
 import comfy.controlnet
 import comfy.model_management
+import comfy.model_patcher
 import comfy.ops
+import comfy.supported_models
 import comfy.utils
 import folder_paths
 import torch
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from ..kernels.checkpoint_components import COMPONENT_FILES
 from ..kernels.image_range import to_signed_unit_range
@@ -46,8 +49,9 @@ def model_file_path(filename: str, input_name: str, component: str) -> str:
     return path
 
 
-def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """State dict and architecture record of a converted file; a clear error when it is another component."""
+def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """State dict, architecture record and raw metadata of a converted file; a clear error when the file
+    is another component or not converted at all."""
     state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
     metadata = metadata or {}
     found = metadata.get("dp3d.component")
@@ -62,10 +66,10 @@ def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str
             f"{input_name}: {name} holds the DiffPortrait3D '{found}' component, this input needs "
             f"'{component}' ({COMPONENT_FILES[component]})"
         )
-    return state_dict, json.loads(metadata["dp3d.architecture"])
+    return state_dict, json.loads(metadata["dp3d.architecture"]), metadata
 
 
-def _inference_setup(state_dict: dict[str, torch.Tensor]):
+def inference_setup(state_dict: dict[str, torch.Tensor]):
     """(load device, weight dtype, manual-cast dtype, operations) chosen the way ComfyUI chooses them."""
     load_device = comfy.model_management.get_torch_device()
     weight_dtype = comfy.utils.weight_dtype(state_dict)
@@ -79,8 +83,8 @@ def _inference_setup(state_dict: dict[str, torch.Tensor]):
 def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comfy.controlnet.ControlNet:
     """ComfyUI's own ControlNet object for a converted pose ControlNet, sized from its metadata, with the
     hint rescaled to [-1, 1] as the official model expects."""
-    state_dict, architecture = load_converted(path, "pose_controlnet", input_name)
-    load_device, dtype, manual_cast_dtype, operations = _inference_setup(state_dict)
+    state_dict, architecture, _ = load_converted(path, "pose_controlnet", input_name)
+    load_device, dtype, manual_cast_dtype, operations = inference_setup(state_dict)
     kwargs = comfy_unet_kwargs(architecture)
     kwargs.pop("out_channels")
     network = comfy.cldm.cldm.ControlNet(
@@ -103,3 +107,49 @@ def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comf
         manual_cast_dtype=manual_cast_dtype,
         preprocess_image=to_signed_unit_range,
     )
+
+
+def managed(module: torch.nn.Module, load_device) -> comfy.model_patcher.ModelPatcher:
+    return comfy.model_patcher.ModelPatcher(
+        module, load_device=load_device, offload_device=comfy.model_management.unet_offload_device()
+    )
+
+
+def load_appearance_net(path: str, input_name: str = "appearance_net") -> comfy.model_patcher.ModelPatcher:
+    """The appearance reference net as a ComfyUI UNet (no ``out`` layer: nothing after its last bank
+    write is ever used) in a ModelPatcher that ComfyUI's model management loads and offloads."""
+    state_dict, architecture, _ = load_converted(path, "appearance", input_name)
+    load_device, dtype, _, operations = inference_setup(state_dict)
+    network = UNetModel(
+        operations=operations, dtype=dtype, device=comfy.model_management.unet_offload_device(),
+        **comfy_unet_kwargs(architecture),
+    )
+    network.out = torch.nn.Identity()
+    missing, unexpected = network.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{input_name}: {os.path.basename(path)} does not fit its recorded architecture "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); convert it again"
+        )
+    network.architecture = architecture
+    return managed(network.eval(), load_device)
+
+
+class RecordedSD15(comfy.supported_models.SD15):
+    """SD1.5 family (latent format, sampling, CLIP), with the UNet sizes — head counts included — taken
+    from the recorded architecture instead of SD1.5's fixed 8 heads."""
+
+    unet_extra_config = {}
+
+
+def load_dp3d_unet(path: str, input_name: str = "unet") -> comfy.model_patcher.ModelPatcher:
+    """The DiffPortrait3D-trained base UNet as an SD1.5-family ComfyUI MODEL, sized from its metadata
+    (the full-size file also loads with the core UNETLoader; this one loads any recorded size)."""
+    state_dict, architecture, _ = load_converted(path, "unet", input_name)
+    load_device, dtype, manual_cast_dtype, _ = inference_setup(state_dict)
+    kwargs = comfy_unet_kwargs(architecture)
+    config = RecordedSD15({k: v for k, v in kwargs.items() if k != "use_checkpoint"})
+    config.set_inference_dtype(dtype, manual_cast_dtype)
+    model = config.get_model(state_dict, "")
+    model.load_model_weights(state_dict, "")
+    return managed(model, load_device)

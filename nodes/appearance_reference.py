@@ -1,0 +1,193 @@
+"""Appearance reference encoder: the portrait enters the base UNet's self-attention every step.
+
+Per UNet call the appearance net runs on the clean reference latent at the current timestep — once at
+batch 1 when all conditional views share timestep and text (always, in a normal sampler) — and a bank
+of its transformer blocks' ``norm1`` outputs is read by the UNet's self-attention on conditional rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import comfy.model_management
+import comfy.patcher_extension
+import torch
+from comfy.ldm.modules.attention import BasicTransformerBlock
+from comfy_api.latest import io
+
+from ..kernels.reference_attention import (
+    BankFull,
+    ReferenceBank,
+    ReferenceBankReader,
+    ReferenceBankWriter,
+    conditional_rows,
+)
+from ..kernels.reference_image import fit_to_size, to_rgb
+from .model_loading import MODEL_FOLDER, load_appearance_net, model_file_path
+from .unet_structure import require_same_transformers
+
+ADDITIONAL_MODELS_KEY = "dp3d_appearance"
+
+
+class ReferenceLatent:
+    """The reference as a latent of the views' size, in the model's latent space: encoded from an IMAGE with
+    a VAE on first use at each size (like ComfyUI's VAE-based ControlNets), or given directly."""
+
+    def __init__(self, latent_format=None, image: torch.Tensor | None = None, vae=None, model_latent=None):
+        self.latent_format = latent_format
+        self.image = None if image is None else to_rgb(image)
+        self.vae = vae
+        self.model_latent = model_latent
+        self._encoded: dict[tuple[int, int], torch.Tensor] = {}
+
+    def at_size(self, height: int, width: int) -> torch.Tensor:
+        """[R, C, height, width] in the model's latent space (process_in applied), R = reference batch."""
+        if self.model_latent is not None:
+            if tuple(self.model_latent.shape[-2:]) != (height, width):
+                raise ValueError(
+                    f"the reference latent is {tuple(self.model_latent.shape[-2:])}, the views ({height}, {width}); "
+                    "encode the reference at the size of the views"
+                )
+            return self.model_latent
+        key = (height, width)
+        if key not in self._encoded:
+            compression = self.vae.spacial_compression_encode()
+            pixels = fit_to_size(self.image, height * compression, width * compression)
+            in_use = comfy.model_management.loaded_models(only_currently_used=True)
+            encoded = self.vae.encode(pixels)
+            comfy.model_management.load_models_gpu(in_use)
+            self._encoded[key] = self.latent_format.process_in(encoded)
+        return self._encoded[key]
+
+
+def all_rows_equal(tensor: torch.Tensor) -> bool:
+    return tensor.shape[0] == 1 or bool((tensor == tensor[:1]).all())
+
+
+class AppearanceReference:
+    """DIFFUSION_MODEL wrapper that fills the bank before each UNet call (and clears it after)."""
+
+    def __init__(self, appearance, reference: ReferenceLatent, sigma_start: float, sigma_end: float):
+        self.appearance = appearance
+        self.reference = reference
+        self.sigma_start = sigma_start
+        self.sigma_end = sigma_end
+        self.bank_key = f"dp3d_reference_bank_{uuid.uuid4().hex}"
+        self.n_blocks = sum(isinstance(m, BasicTransformerBlock) for m in appearance.model.modules())
+        self.reader = ReferenceBankReader(self.bank_key)
+
+    def _active(self, transformer_options) -> bool:
+        sigmas = transformer_options.get("sigmas")
+        if sigmas is None:
+            return True
+        sigma = float(sigmas.max())
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    def fill_bank(self, bank: ReferenceBank, x, timesteps, context, transformer_options) -> None:
+        rows = conditional_rows(transformer_options, x.shape[0]).to(x.device)
+        n_cond = int(rows.sum())
+        if n_cond == 0 or not self._active(transformer_options):
+            return
+        reference = self.reference.at_size(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
+        t_cond, context_cond = timesteps[rows], context[rows]
+        if all_rows_equal(reference) and all_rows_equal(t_cond) and all_rows_equal(context_cond):
+            reference, t_cond, context_cond = reference[:1], t_cond[:1], context_cond[:1]
+        elif reference.shape[0] == 1:
+            reference = reference.expand(n_cond, -1, -1, -1)
+        elif reference.shape[0] != n_cond:
+            raise ValueError(
+                f"reference_image has {reference.shape[0]} images for {n_cond} views: give 1, or one per view"
+            )
+        options = {"patches": {"attn1_patch": [ReferenceBankWriter(bank, expected_entries=self.n_blocks)]}}
+        try:
+            self.appearance.model(reference, t_cond, context=context_cond, transformer_options=options)
+        except BankFull:
+            pass
+        bank.active = True
+
+    def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        bank = ReferenceBank()
+        self.fill_bank(bank, x, timesteps, context, transformer_options)
+        transformer_options[self.bank_key] = bank
+        try:
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+        finally:
+            transformer_options.pop(self.bank_key, None)
+
+
+def apply_appearance_reference(model, appearance, reference: ReferenceLatent, start_percent=0.0, end_percent=1.0):
+    """A clone of ``model`` whose conditional branch attends to the reference (the input is not touched)."""
+    sampling = model.get_model_object("model_sampling")
+    runner = AppearanceReference(
+        appearance, reference, sampling.percent_to_sigma(start_percent), sampling.percent_to_sigma(end_percent)
+    )
+    patched = model.clone()
+    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [appearance])
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ADDITIONAL_MODELS_KEY, runner)
+    patched.set_model_attn1_patch(runner.reader)
+    return patched
+
+
+AppearanceNet = io.Custom("DP3D_APPEARANCE_NET")
+
+
+class AppearanceNetLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        import folder_paths
+
+        return io.Schema(
+            node_id="DP3DAppearanceNetLoader",
+            display_name="DiffPortrait3D Appearance Net Loader",
+            category="DiffPortrait3D/loaders",
+            description="Loads diffportrait3d_appearance.safetensors (the appearance reference net).",
+            inputs=[io.Combo.Input("appearance_net", options=folder_paths.get_filename_list(MODEL_FOLDER))],
+            outputs=[AppearanceNet.Output(display_name="appearance_net")],
+        )
+
+    @classmethod
+    def execute(cls, appearance_net) -> io.NodeOutput:
+        path = model_file_path(appearance_net, "appearance_net", "appearance")
+        return io.NodeOutput(load_appearance_net(path))
+
+
+class AppearanceReferenceEncoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DP3DAppearanceReferenceEncoder",
+            display_name="DiffPortrait3D Appearance Reference Encoder",
+            category="DiffPortrait3D",
+            description="Patches a MODEL (a clone) so every view attends to the reference portrait, as in "
+            "DiffPortrait3D: conditional branch only, appearance net run once per step and shared by all views.",
+            inputs=[
+                io.Model.Input("model", tooltip="any SD1.5 MODEL, e.g. diffportrait3d_unet.safetensors"),
+                AppearanceNet.Input("appearance_net"),
+                io.Vae.Input("vae"),
+                io.Image.Input(
+                    "reference_image",
+                    tooltip="the portrait; centre-cropped to the views' aspect and resized to their size. "
+                    "RGBA is composited on white, greyscale repeated. 1 image, or one per view",
+                ),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def validate_inputs(cls, start_percent, end_percent, **_):
+        if start_percent > end_percent:
+            return "start_percent must not exceed end_percent"
+        return True
+
+    @classmethod
+    def execute(cls, model, appearance_net, vae, reference_image, start_percent, end_percent) -> io.NodeOutput:
+        if vae is None:
+            raise ValueError("vae: connect the VAE of your SD1.5 model; it encodes reference_image")
+        require_same_transformers(model, appearance_net.model, "model", "appearance net")
+        reference = ReferenceLatent(model.get_model_object("latent_format"), image=reference_image, vae=vae)
+        return io.NodeOutput(apply_appearance_reference(model, appearance_net, reference, start_percent, end_percent))
+
+
+NODES = [AppearanceNetLoader, AppearanceReferenceEncoder]

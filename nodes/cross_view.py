@@ -1,0 +1,224 @@
+"""Cross-view attention: the 27 DiffPortrait3D modules injected into a MODEL's UNet by structural rule.
+
+Rule (the official placement): one module after each input block but the first, one in the middle block
+between its transformer and its last ResBlock, one after each output block and a second one after output
+blocks that upsample. Injection happens when ComfyUI loads the model (``PatcherInjection``) and is undone
+when it unloads it, so the incoming MODEL and every other clone stay untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.patcher_extension
+import torch
+from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy_api.latest import io
+
+from ..kernels.cross_view_attention import CrossViewModule, CrossViewModuleSet
+from ..kernels.view_windows import WINDOW_MODES, plan_view_windows
+from .model_loading import MODEL_FOLDER, inference_setup, load_converted, managed, model_file_path
+from .unet_structure import block_channels, has_upsampler, require_unet, unet_blocks
+
+ADDITIONAL_MODELS_KEY = "dp3d_cross_view"
+MIDDLE_POLICIES = {
+    "official (uncond only)": (False, True),
+    "both branches": (True, True),
+    "none": (False, False),
+}  # policy -> (applies to cond rows, applies to uncond rows)
+WINDOW_BLENDS = ("pyramid", "flat")
+
+
+@dataclass(frozen=True)
+class CrossViewSettings:
+    """How views are grouped for cross-view attention, and where the middle module runs."""
+
+    window_mode: str = "official"
+    window_size: int = 8
+    window_stride: int = 4
+    blend: str = "pyramid"
+    middle: str = "official (uncond only)"
+
+    def windows(self, n_views: int):
+        return plan_view_windows(self.window_mode, n_views, self.window_size, self.window_stride, self.blend)
+
+
+def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.model_patcher.ModelPatcher:
+    """The cross-view module set of a converted file, in a ModelPatcher managed by ComfyUI."""
+    state_dict, architecture, metadata = load_converted(path, "cross_view", input_name)
+    load_device, dtype, _, operations = inference_setup(state_dict)
+    placements = json.loads(metadata["dp3d.placement"])
+    motion = architecture["unet_additional_kwargs"]["motion_module_kwargs"]
+    modules = CrossViewModuleSet(
+        placements,
+        heads=motion["num_attention_heads"],
+        max_len=motion.get("temporal_position_encoding_max_len", 32),
+        operations=operations,
+        dtype=dtype,
+        device=comfy.model_management.unet_offload_device(),
+    )
+    missing, unexpected = modules.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{input_name}: {os.path.basename(path)} does not fit its recorded placement "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); convert it again"
+        )
+    return managed(modules.eval(), load_device)
+
+
+def placement_rule(unet) -> list[tuple[str, int, int, int, object]]:
+    """Where modules go in this UNet: (location, block id, order, channels, block), by the official rule."""
+    slots = []
+    for kind, block_id, block in unet_blocks(unet):
+        if kind == "input" and block_id > 0:
+            slots.append(("input", block_id, 0, block_channels(block), block))
+        elif kind == "middle":
+            slots.append(("middle", 0, 0, block_channels(block), block))
+        elif kind == "output":
+            for order in range(2 if has_upsampler(block) else 1):
+                slots.append(("output", block_id, order, block_channels(block), block))
+    return slots
+
+
+class CrossViewInjection:
+    """Inserts the modules into the UNet of the ModelPatcher being loaded; removes them on eject."""
+
+    def __init__(self, modules: comfy.model_patcher.ModelPatcher):
+        self.modules = modules
+
+    def inject(self, model_patcher) -> None:
+        module_set: CrossViewModuleSet = self.modules.model
+        for location, block_id, order, _, block in placement_rule(require_unet(model_patcher, "model")):
+            module = module_set.module_at(location, block_id, order)
+            if location == "middle":
+                after = max(i for i, layer in enumerate(block) if isinstance(layer, SpatialTransformer))
+                block.insert(after + 1, module)
+            else:
+                block.append(module)
+
+    def eject(self, model_patcher) -> None:
+        for _, _, block in unet_blocks(model_patcher.model.diffusion_model):
+            for index in reversed(range(len(block))):
+                if isinstance(block[index], CrossViewModule):
+                    del block[index]
+
+
+class CrossViewRunner:
+    """``forward_timestep_embed_patch`` handler: runs an injected module per cond/uncond chunk, over the
+    views of that chunk grouped into windows."""
+
+    def __init__(self, settings: CrossViewSettings):
+        self.settings = settings
+        self.middle_cond, self.middle_uncond = MIDDLE_POLICIES[settings.middle]
+
+    def __call__(self, layer, x, emb, context, transformer_options, *args, **kwargs):
+        chunks = transformer_options.get("cond_or_uncond") or [0]
+        rows = x.shape[0] // len(chunks)
+        in_middle = transformer_options.get("block", ("", 0))[0] == "middle"
+        outputs = []
+        for i, chunk in enumerate(chunks):
+            part = x[i * rows : (i + 1) * rows]
+            if in_middle and not (self.middle_uncond if chunk == 1 else self.middle_cond):
+                outputs.append(part)
+            else:
+                outputs.append(layer(part, self.settings.windows(rows), attention=optimized_attention))
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def check_fits(model, modules: comfy.model_patcher.ModelPatcher) -> None:
+    """The MODEL's UNet must offer a slot of the right width for every module of the set."""
+    unet = require_unet(model, "model")
+    slots = {(loc, bid, order): ch for loc, bid, order, ch, _ in placement_rule(unet)}
+    wanted = {(p.location, p.block_index, p.order): p.channels for p in modules.model.placements()}
+    if slots != wanted:
+        raise ValueError(
+            f"model: its UNet offers {len(slots)} cross-view slots, the cross-view file has {len(wanted)} modules "
+            "of other widths; DiffPortrait3D's cross-view modules need an SD1.5 model of the same size"
+        )
+
+
+def apply_cross_view(model, modules: comfy.model_patcher.ModelPatcher, settings: CrossViewSettings):
+    """A clone of ``model`` with cross-view attention; ComfyUI loads/offloads the modules with it."""
+    check_fits(model, modules)
+    settings.windows(1)  # validates the options early
+    patched = model.clone()
+    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [modules])
+    injection = CrossViewInjection(modules)
+    patched.set_injections(
+        ADDITIONAL_MODELS_KEY, [comfy.patcher_extension.PatcherInjection(injection.inject, injection.eject)]
+    )
+    patched.set_model_patch((CrossViewModule, CrossViewRunner(settings)), "forward_timestep_embed_patch")
+    return patched
+
+
+CrossViewModules = io.Custom("DP3D_CROSS_VIEW")
+
+
+def window_inputs() -> list:
+    return [
+        io.Combo.Input(
+            "window_mode",
+            options=list(WINDOW_MODES),
+            default="official",
+            tooltip="official: groups of window_size consecutive views (DiffPortrait3D: 8); sliding: overlapping "
+            "windows blended; looped: sliding windows that wrap (view N-1 neighbours view 0), for 360 orbits",
+        ),
+        io.Int.Input("window_size", default=8, min=1, max=32, tooltip="views per window (trained with 8)"),
+        io.Int.Input("window_stride", default=4, min=1, max=32, tooltip="step between windows (sliding/looped)"),
+        io.Combo.Input("window_blend", options=list(WINDOW_BLENDS), default="pyramid"),
+        io.Combo.Input(
+            "middle_module",
+            options=list(MIDDLE_POLICIES),
+            default="official (uncond only)",
+            tooltip="the official code runs the middle-block module on the unconditional branch only",
+        ),
+    ]
+
+
+def settings_from_inputs(window_mode, window_size, window_stride, window_blend, middle_module) -> CrossViewSettings:
+    return CrossViewSettings(window_mode, window_size, window_stride, window_blend, middle_module)
+
+
+class CrossViewLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        import folder_paths
+
+        return io.Schema(
+            node_id="DP3DCrossViewLoader",
+            display_name="DiffPortrait3D Cross-View Loader",
+            category="DiffPortrait3D/loaders",
+            description="Loads diffportrait3d_cross_view.safetensors (the 27 cross-view attention modules).",
+            inputs=[io.Combo.Input("cross_view", options=folder_paths.get_filename_list(MODEL_FOLDER))],
+            outputs=[CrossViewModules.Output(display_name="cross_view")],
+        )
+
+    @classmethod
+    def execute(cls, cross_view) -> io.NodeOutput:
+        return io.NodeOutput(load_cross_view_modules(model_file_path(cross_view, "cross_view", "cross_view")))
+
+
+class ApplyCrossView(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DP3DApplyCrossView",
+            display_name="DiffPortrait3D Cross-View Attention",
+            category="DiffPortrait3D",
+            description="Patches a MODEL (a clone) with cross-view attention across the latent batch, so the "
+            "views of one batch stay consistent. Works with the core KSampler and SamplerCustomAdvanced.",
+            inputs=[io.Model.Input("model"), CrossViewModules.Input("cross_view"), *window_inputs()],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, cross_view, window_mode, window_size, window_stride, window_blend, middle_module):
+        settings = settings_from_inputs(window_mode, window_size, window_stride, window_blend, middle_module)
+        return io.NodeOutput(apply_cross_view(model, cross_view, settings))
+
+
+NODES = [CrossViewLoader, ApplyCrossView]
