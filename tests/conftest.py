@@ -214,3 +214,37 @@ def run_prompt(comfy_host):
         return executor, server
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_dp3d_factory(comfy_host, tmp_path_factory):
+    """Loads the tiny official model of a golden directory through the project's converter (fp32) and
+    loaders: {"unet", "appearance", "cross_view", "pose"} (cached per directory)."""
+    from diffportrait3d.kernels.checkpoint_convert import convert_checkpoint
+    from diffportrait3d.nodes.cross_view import load_cross_view_modules
+    from diffportrait3d.nodes.model_loading import load_appearance_net, load_dp3d_unet, load_pose_controlnet
+
+    cache = {}
+
+    def load(directory: Path = FIXTURES):
+        if directory not in cache:
+            out = tmp_path_factory.mktemp("tiny_converted")
+            report = convert_checkpoint(
+                directory / "tiny_official.safetensors", out, dtype="fp32", config_path=directory / "tiny_config.json"
+            )
+            files = {component: str(path) for component, (path, _, _) in report.written.items()}
+            cache[directory] = {
+                "files": files,
+                "unet": load_dp3d_unet(files["unet"]),
+                "appearance": load_appearance_net(files["appearance"]),
+                "cross_view": load_cross_view_modules(files["cross_view"]),
+                "pose": load_pose_controlnet(files["pose_controlnet"]),
+            }
+        return cache[directory]
+
+    return load
+
+
+@pytest.fixture
+def tiny_dp3d(tiny_dp3d_factory):
+    return tiny_dp3d_factory(FIXTURES)

@@ -23,23 +23,8 @@ LATENT_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
-def converted(comfy_host, tmp_path_factory):
-    """The tiny official model converted by the project's converter (fp32), loaded by its loaders."""
-    from diffportrait3d.kernels.checkpoint_convert import convert_checkpoint
-    from diffportrait3d.nodes.cross_view import load_cross_view_modules
-    from diffportrait3d.nodes.model_loading import load_appearance_net, load_dp3d_unet, load_pose_controlnet
-
-    out = tmp_path_factory.mktemp("golden_converted")
-    report = convert_checkpoint(
-        GOLDEN_DIR / "tiny_official.safetensors", out, dtype="fp32", config_path=GOLDEN_DIR / "tiny_config.json"
-    )
-    files = {component: str(path) for component, (path, _, _) in report.written.items()}
-    return {
-        "unet": load_dp3d_unet(files["unet"]),
-        "appearance": load_appearance_net(files["appearance"]),
-        "cross_view": load_cross_view_modules(files["cross_view"]),
-        "pose": load_pose_controlnet(files["pose_controlnet"]),
-    }
+def converted(tiny_dp3d_factory):
+    return tiny_dp3d_factory(GOLDEN_DIR)
 
 
 def official_model(converted, reference_latent: torch.Tensor):

@@ -1,0 +1,243 @@
+"""Sampling views with the pack's nodes inside the real ComfyUI: any number of views, window modes,
+batching, stacking with other patches, interrupt and rerun, and clear errors for bad inputs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.host
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LATENT = 8  # 64x64 pixels: small enough for 64 views on a CPU
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return load_file(FIXTURES / "golden_apply_v8.safetensors")
+
+
+def reference_model(tiny_dp3d, golden, model=None, size=LATENT):
+    from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
+
+    reference = torch.nn.functional.interpolate(golden["reference_image_noisy"][:1], size=(size, size))
+    return apply_appearance_reference(
+        model or tiny_dp3d["unet"], tiny_dp3d["appearance"], ReferenceLatent(model_latent=reference)
+    )
+
+
+def conditioning(tiny_dp3d, golden, views, with_pose=True, size=LATENT):
+    from nodes import ControlNetApplyAdvanced
+
+    text = [[golden["c_crossattn_0"][:1], {}]]
+    if not with_pose:
+        return text, text
+    hints = torch.rand(views, size * 8, size * 8, 3, generator=torch.Generator().manual_seed(views))
+    return ControlNetApplyAdvanced().apply_controlnet(text, text, tiny_dp3d["pose"], hints, 1.0, 0.0, 1.0)
+
+
+def sample(model, tiny_dp3d, positive, negative, views, seed=7, steps=2, window_mode="official", size=LATENT,
+           **options):
+    from diffportrait3d.nodes.sampler import CrossViewSampler
+
+    latent = {"samples": torch.zeros(views, 4, size, size)}
+    settings = {"window_size": 8, "window_stride": 4, "window_blend": "pyramid", "middle_module": "official (uncond only)"}
+    settings.update(options)
+    result = CrossViewSampler.execute(
+        model, tiny_dp3d["cross_view"], positive, negative, latent, seed, steps, 3.0, 0.5, window_mode, **settings
+    )
+    return result.result[0]["samples"]
+
+
+@pytest.mark.parametrize(
+    "views, window_mode",
+    [(1, "official"), (3, "official"), (8, "official"), (13, "official"), (13, "sliding"), (13, "looped"),
+     (64, "official"), (64, "looped")],
+)
+def test_any_number_of_views_samples(tiny_dp3d, golden, views, window_mode):
+    model = reference_model(tiny_dp3d, golden)
+    positive, negative = conditioning(tiny_dp3d, golden, views)
+    first = sample(model, tiny_dp3d, positive, negative, views, window_mode=window_mode)
+    assert first.shape == (views, 4, LATENT, LATENT) and torch.isfinite(first).all()
+    assert first.std() > 0.1
+    if views in (3, 13):  # same seed, same views: bit-identical, so no state leaks between runs
+        assert torch.equal(first, sample(model, tiny_dp3d, positive, negative, views, window_mode=window_mode))
+
+
+def test_window_modes_change_how_views_couple(tiny_dp3d, golden):
+    model = reference_model(tiny_dp3d, golden)
+    positive, negative = conditioning(tiny_dp3d, golden, 16)
+    official = sample(model, tiny_dp3d, positive, negative, 16, steps=1)
+    looped = sample(model, tiny_dp3d, positive, negative, 16, steps=1, window_mode="looped")
+    assert not torch.allclose(official, looped)
+    positive, negative = conditioning(tiny_dp3d, golden, 8)
+    whole = sample(model, tiny_dp3d, positive, negative, 8, steps=1, window_mode="sliding", window_size=8)
+    assert torch.allclose(whole, sample(model, tiny_dp3d, positive, negative, 8, steps=1), atol=1e-5)
+
+
+class SeparateCondCalls:
+    """CALC_COND_BATCH wrapper: evaluates every cond group on its own instead of batching them (the others
+    are passed as None, so each keeps its position and with it its cond/uncond label)."""
+
+    def __call__(self, executor, model, conds, x_in, timestep, model_options):
+        alone = [[c if j == i else None for j, c in enumerate(conds)] for i in range(len(conds))]
+        return [executor(model, only, x_in, timestep, model_options)[i] for i, only in enumerate(alone)]
+
+
+class RecordChunks:
+    """DIFFUSION_MODEL wrapper recording how ComfyUI chunked cond/uncond in each UNet call."""
+
+    def __init__(self):
+        self.chunks = []
+
+    def __call__(self, executor, *args, **kwargs):
+        self.chunks.append(list(args[5].get("cond_or_uncond", [])))
+        return executor(*args, **kwargs)
+
+
+def one_guided_step(model, positive, negative, views):
+    import comfy.samplers
+
+    from diffportrait3d.nodes.sampler import ddim_sampler
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(3.0)
+    sampling = model.get_model_object("model_sampling")
+    sigmas = torch.stack([sampling.sigma(torch.tensor(601.0)), torch.tensor(0.0)])
+    noise = torch.randn(views, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(3))
+    return guider.sample(noise, torch.zeros_like(noise), ddim_sampler(0.0), sigmas, seed=1)
+
+
+def test_cond_and_uncond_batched_or_apart_give_the_same_result(tiny_dp3d, golden):
+    import comfy.patcher_extension as ext
+
+    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
+
+    views = 8
+    model = apply_cross_view(reference_model(tiny_dp3d, golden), tiny_dp3d["cross_view"], CrossViewSettings())
+    positive, negative = conditioning(tiny_dp3d, golden, views, with_pose=False)
+    batched_model, apart_model = model.clone(), model.clone()
+    batched_chunks, apart_chunks = RecordChunks(), RecordChunks()
+    batched_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", batched_chunks)
+    apart_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", apart_chunks)
+    apart_model.add_wrapper_with_key(ext.WrappersMP.CALC_COND_BATCH, "test", SeparateCondCalls())
+    batched = one_guided_step(batched_model, positive, negative, views)
+    apart = one_guided_step(apart_model, positive, negative, views)
+    assert sorted(batched_chunks.chunks[0]) == [0, 1]  # ComfyUI really batched them
+    assert all(len(chunks) == 1 for chunks in apart_chunks.chunks)
+    assert (batched - apart).abs().max() <= 1e-5 * batched.abs().max()  # float32 rounding of other batch shapes
+
+
+class RecordingAttentionPatch:
+    """Another pack's attn1 patch: leaves the math alone, records which blocks it saw and key counts."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __deepcopy__(self, memo):  # ComfyUI deep-copies patches on clone(); keep one record
+        return self
+
+    def __call__(self, n, context, value, extra_options):
+        self.calls.append((extra_options["block"], n.shape[1], context.shape[1]))
+        return n, context, value
+
+
+def test_stacks_with_lora_another_attention_patch_and_freeu(tiny_dp3d, golden):
+    from comfy_extras.nodes_freelunch import FreeU_V2
+
+    from diffportrait3d.nodes.model_loading import load_dp3d_unet
+
+    views, size = 8, 16  # FreeU rescales by each map's spatial range: undefined on the 1x1 maps of 8x8 latents
+    positive, negative = conditioning(tiny_dp3d, golden, views, size=size)
+    base = tiny_dp3d["unet"]
+    key = "diffusion_model.input_blocks.1.1.proj_in.weight"
+    delta = 0.05 * torch.randn(base.model.state_dict()[key].shape, generator=torch.Generator().manual_seed(5))
+
+    # LoRA-style weight patch on the MODEL, then our patches on top ...
+    lora = base.clone()
+    lora.add_patches({key: (delta,)}, 1.0)
+    patched = reference_model(tiny_dp3d, golden, lora, size)
+    with_lora = sample(patched, tiny_dp3d, positive, negative, views, steps=1, size=size)
+    # ... equals the same delta baked into the weights: the weight patch reached the sampled UNet.
+    baked = load_dp3d_unet(tiny_dp3d["files"]["unet"])
+    baked.model.state_dict()[key].add_(delta)
+    assert torch.allclose(with_lora, sample(reference_model(tiny_dp3d, golden, baked, size), tiny_dp3d, positive, negative,
+                                            views, steps=1, size=size), atol=1e-5)
+    assert not torch.allclose(with_lora, sample(reference_model(tiny_dp3d, golden, size=size), tiny_dp3d, positive, negative,
+                                                views, steps=1, size=size), atol=1e-3)
+
+    # Another attn1 patch and FreeU on the same MODEL: both run, our reference tokens still arrive.
+    other = RecordingAttentionPatch()
+    stacked = patched.clone()
+    stacked.set_model_attn1_patch(other)
+    stacked = FreeU_V2.execute(stacked, 1.3, 1.4, 0.9, 0.2).result[0]
+    result = sample(stacked, tiny_dp3d, positive, negative, views, steps=1, size=size)
+    assert torch.isfinite(result).all() and not torch.allclose(result, with_lora, atol=1e-4)
+    assert "output_block_patch" in stacked.model_options["transformer_options"]["patches"]
+    assert {call[0][0] for call in other.calls} == {"input", "middle", "output"}
+    # the other patch runs after ours on cond rows: it sees own + reference keys (2 x tokens)
+    assert any(keys == 2 * tokens for _, tokens, keys in other.calls)
+
+
+def test_patching_never_touches_the_incoming_model(tiny_dp3d, golden):
+    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
+
+    base = tiny_dp3d["unet"]
+    options_before = repr(base.model_options)
+    views = 8
+    positive, negative = conditioning(tiny_dp3d, golden, views, with_pose=False)
+    plain_before = one_guided_step(base, positive, negative, views)
+    model = apply_cross_view(reference_model(tiny_dp3d, golden), tiny_dp3d["cross_view"], CrossViewSettings())
+    one_guided_step(model, positive, negative, views)
+    assert repr(base.model_options) == options_before
+    assert torch.equal(plain_before, one_guided_step(base, positive, negative, views))
+
+
+def test_interrupt_then_rerun_gives_identical_output_and_removes_every_patch(tiny_dp3d, golden):
+    import comfy.model_management
+    import comfy.utils
+
+    from diffportrait3d.kernels.cross_view_attention import CrossViewModule
+
+    views = 8
+    model = reference_model(tiny_dp3d, golden)
+    positive, negative = conditioning(tiny_dp3d, golden, views)
+    reference = sample(model, tiny_dp3d, positive, negative, views, steps=3)
+
+    def interrupt_on_second_step(value, total, preview=None, node_id=None):
+        if value == 2:
+            comfy.model_management.interrupt_current_processing(True)
+
+    previous_hook = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(interrupt_on_second_step)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            sample(model, tiny_dp3d, positive, negative, views, steps=3)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous_hook)
+        comfy.model_management.interrupt_current_processing(False)
+    unet = tiny_dp3d["unet"].model.diffusion_model
+    assert not any(isinstance(m, CrossViewModule) for m in unet.modules())
+    assert torch.equal(reference, sample(model, tiny_dp3d, positive, negative, views, steps=3))
+
+
+def test_bad_inputs_get_clear_errors(tiny_dp3d, golden, tiny_sd15_model):
+    from diffportrait3d.nodes.appearance_reference import AppearanceReferenceEncoder
+    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
+
+    model = reference_model(tiny_dp3d, golden)
+    positive, negative = conditioning(tiny_dp3d, golden, 5)
+    with pytest.raises(ValueError, match="positive: the pose ControlNet has 5 condition images for 8 views"):
+        sample(model, tiny_dp3d, positive, negative, 8, steps=1)
+
+    image = torch.rand(1, 64, 64, 3)
+    with pytest.raises(ValueError, match="model: the MODEL's UNet does not match the appearance net"):
+        AppearanceReferenceEncoder.execute(tiny_sd15_model, tiny_dp3d["appearance"], object(), image, 0.0, 1.0)
+    with pytest.raises(ValueError, match="vae: connect the VAE"):
+        AppearanceReferenceEncoder.execute(tiny_dp3d["unet"], tiny_dp3d["appearance"], None, image, 0.0, 1.0)
+    with pytest.raises(ValueError, match="cross-view slots"):
+        apply_cross_view(tiny_sd15_model, tiny_dp3d["cross_view"], CrossViewSettings())
+    with pytest.raises(ValueError, match="window_mode must be one of"):
+        apply_cross_view(tiny_dp3d["unet"], tiny_dp3d["cross_view"], CrossViewSettings(window_mode="spiral"))
