@@ -11,6 +11,8 @@ first) through its own attention weights — on the conditional branch only.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 BlockKey = tuple[str, int, int]  # (block kind, block id, transformer index inside the block)
@@ -100,3 +102,13 @@ class ReferenceBankReader:
         extra_context[rows] = reference
         extra_value[rows] = reference
         return n, torch.cat([context, extra_context], dim=1), torch.cat([value, extra_value], dim=1)
+
+
+def reference_logit_bias(own_tokens: int, total_tokens: int, strength: float, dtype, device) -> torch.Tensor:
+    """Additive attention-logit bias [total_tokens]: 0 on own tokens, log(strength) on the reference tokens
+    after them. Softmax then weighs every reference token by ``strength`` against the own tokens: 1 is the
+    official model, 0 removes the reference, >1 leans on it harder. Duplicated own tokens (the uncond rows
+    of a mixed batch) are unaffected, as any weight on an exact duplicate normalises away."""
+    bias = torch.zeros(total_tokens, dtype=dtype, device=device)
+    bias[own_tokens:] = float("-inf") if strength <= 0 else math.log(strength)
+    return bias

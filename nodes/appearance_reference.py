@@ -12,7 +12,7 @@ import uuid
 import comfy.model_management
 import comfy.patcher_extension
 import torch
-from comfy.ldm.modules.attention import BasicTransformerBlock
+from comfy.ldm.modules.attention import BasicTransformerBlock, optimized_attention, optimized_attention_masked
 from comfy_api.latest import io
 
 from ..kernels.reference_attention import (
@@ -21,10 +21,11 @@ from ..kernels.reference_attention import (
     ReferenceBankReader,
     ReferenceBankWriter,
     conditional_rows,
+    reference_logit_bias,
 )
 from ..kernels.reference_image import fit_to_size, to_rgb
 from .model_loading import MODEL_FOLDER, load_appearance_net, model_file_path
-from .unet_structure import require_same_transformers
+from .unet_structure import require_same_transformers, require_unet, transformer_positions
 
 ADDITIONAL_MODELS_KEY = "dp3d_appearance"
 
@@ -115,7 +116,24 @@ class AppearanceReference:
             transformer_options.pop(self.bank_key, None)
 
 
-def apply_appearance_reference(model, appearance, reference: ReferenceLatent, start_percent=0.0, end_percent=1.0):
+class ReferenceStrengthAttention:
+    """attn1 replace patch, only installed when strength != 1: self-attention over [own ; reference] keys with
+    the reference tokens' softmax weight scaled by ``strength`` (a log-strength logit bias)."""
+
+    def __init__(self, strength: float):
+        self.strength = strength
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        if k.shape[1] == q.shape[1]:
+            return optimized_attention(q, k, v, heads)
+        bias = reference_logit_bias(q.shape[1], k.shape[1], self.strength, q.dtype, q.device)
+        return optimized_attention_masked(q, k, v, heads, mask=bias.view(1, 1, 1, -1))
+
+
+def apply_appearance_reference(
+    model, appearance, reference: ReferenceLatent, start_percent=0.0, end_percent=1.0, strength=1.0
+):
     """A clone of ``model`` whose conditional branch attends to the reference (the input is not touched)."""
     sampling = model.get_model_object("model_sampling")
     runner = AppearanceReference(
@@ -125,6 +143,10 @@ def apply_appearance_reference(model, appearance, reference: ReferenceLatent, st
     patched.set_additional_models(ADDITIONAL_MODELS_KEY, [appearance])
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ADDITIONAL_MODELS_KEY, runner)
     patched.set_model_attn1_patch(runner.reader)
+    if strength != 1.0:
+        scaled = ReferenceStrengthAttention(strength)
+        for kind, block_id, index in transformer_positions(require_unet(model, "model")):
+            patched.set_model_attn1_replace(scaled, kind, block_id, index)
     return patched
 
 
@@ -169,6 +191,14 @@ class AppearanceReferenceEncoder(io.ComfyNode):
                     tooltip="the portrait; centre-cropped to the views' aspect and resized to their size. "
                     "RGBA is composited on white, greyscale repeated. 1 image, or one per view",
                 ),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=0.0,
+                    max=3.0,
+                    step=0.01,
+                    tooltip="1 = the official model; scales how much attention the views pay to the reference",
+                ),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001),
             ],
@@ -176,18 +206,20 @@ class AppearanceReferenceEncoder(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start_percent, end_percent, **_):
+    def validate_inputs(cls, start_percent=0.0, end_percent=1.0, **_):
         if start_percent > end_percent:
             return "start_percent must not exceed end_percent"
         return True
 
     @classmethod
-    def execute(cls, model, appearance_net, vae, reference_image, start_percent, end_percent) -> io.NodeOutput:
+    def execute(cls, model, appearance_net, vae, reference_image, strength, start_percent, end_percent) -> io.NodeOutput:
         if vae is None:
             raise ValueError("vae: connect the VAE of your SD1.5 model; it encodes reference_image")
         require_same_transformers(model, appearance_net.model, "model", "appearance net")
         reference = ReferenceLatent(model.get_model_object("latent_format"), image=reference_image, vae=vae)
-        return io.NodeOutput(apply_appearance_reference(model, appearance_net, reference, start_percent, end_percent))
+        return io.NodeOutput(
+            apply_appearance_reference(model, appearance_net, reference, start_percent, end_percent, strength)
+        )
 
 
 NODES = [AppearanceNetLoader, AppearanceReferenceEncoder]

@@ -234,10 +234,32 @@ def test_bad_inputs_get_clear_errors(tiny_dp3d, golden, tiny_sd15_model):
 
     image = torch.rand(1, 64, 64, 3)
     with pytest.raises(ValueError, match="model: the MODEL's UNet does not match the appearance net"):
-        AppearanceReferenceEncoder.execute(tiny_sd15_model, tiny_dp3d["appearance"], object(), image, 0.0, 1.0)
+        AppearanceReferenceEncoder.execute(tiny_sd15_model, tiny_dp3d["appearance"], object(), image, 1.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="vae: connect the VAE"):
-        AppearanceReferenceEncoder.execute(tiny_dp3d["unet"], tiny_dp3d["appearance"], None, image, 0.0, 1.0)
+        AppearanceReferenceEncoder.execute(tiny_dp3d["unet"], tiny_dp3d["appearance"], None, image, 1.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="cross-view slots"):
         apply_cross_view(tiny_sd15_model, tiny_dp3d["cross_view"], CrossViewSettings())
     with pytest.raises(ValueError, match="window_mode must be one of"):
         apply_cross_view(tiny_dp3d["unet"], tiny_dp3d["cross_view"], CrossViewSettings(window_mode="spiral"))
+
+
+def test_reference_strength_zero_removes_the_reference_and_one_is_official(tiny_dp3d, golden):
+    from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
+    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
+
+    views = 8
+    positive, negative = conditioning(tiny_dp3d, golden, views, with_pose=False)
+    reference = ReferenceLatent(model_latent=torch.nn.functional.interpolate(golden["reference_image_noisy"][:1], 8))
+
+    def step(strength=None):
+        model = tiny_dp3d["unet"]
+        if strength is not None:
+            model = apply_appearance_reference(model, tiny_dp3d["appearance"], reference, strength=strength)
+        model = apply_cross_view(model, tiny_dp3d["cross_view"], CrossViewSettings())
+        return one_guided_step(model, positive, negative, views)
+
+    without, official = step(None), step(1.0)
+    scale = official.abs().max()
+    assert (step(0.0) - without).abs().max() <= 1e-5 * scale
+    assert (step(1.0 + 1e-7) - official).abs().max() <= 1e-5 * scale  # the biased-attention path at s=1
+    assert (step(2.0) - without).norm() > (official - without).norm() > 0
