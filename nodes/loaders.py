@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from .model_loading import (
     MODEL_FOLDER,
     load_dp3d_unet,
+    load_dp3d_vae,
     load_pose_controlnet,
     model_file_path,
     register_model_folder,
@@ -59,4 +60,22 @@ class UNetLoader(io.ComfyNode):
         return io.NodeOutput(load_dp3d_unet(model_file_path(unet, "unet", "unet")))
 
 
-NODES = [UNetLoader, PoseControlNetLoader]
+class VAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DP3DVAELoader",
+            display_name="DiffPortrait3D VAE Loader",
+            category="DiffPortrait3D/loaders",
+            description="Loads diffportrait3d_vae.safetensors (the checkpoint's VAE) from its recorded architecture. "
+            "The full-size one is SD1.5's VAE: the core Load VAE node works as well.",
+            inputs=[io.Combo.Input("vae", options=folder_paths.get_filename_list(MODEL_FOLDER))],
+            outputs=[io.Vae.Output()],
+        )
+
+    @classmethod
+    def execute(cls, vae) -> io.NodeOutput:
+        return io.NodeOutput(load_dp3d_vae(model_file_path(vae, "vae", "vae")))
+
+
+NODES = [UNetLoader, VAELoader, PoseControlNetLoader]

@@ -14,6 +14,7 @@ import comfy.controlnet
 import comfy.model_management
 import comfy.model_patcher
 import comfy.ops
+import comfy.sd
 import comfy.supported_models
 import comfy.utils
 import folder_paths
@@ -153,3 +154,11 @@ def load_dp3d_unet(path: str, input_name: str = "unet") -> comfy.model_patcher.M
     model = config.get_model(state_dict, "")
     model.load_model_weights(state_dict, "")
     return managed(model, load_device)
+
+
+def load_dp3d_vae(path: str, input_name: str = "vae") -> comfy.sd.VAE:
+    """The checkpoint's VAE as ComfyUI's VAE, built from the recorded ddconfig (the full-size file is SD's
+    VAE and also loads with the core VAELoader; this one loads any recorded size, e.g. the tiny test VAE)."""
+    state_dict, architecture, _ = load_converted(path, "vae", input_name)
+    params = {"ddconfig": architecture["ddconfig"], "embed_dim": architecture["embed_dim"]}
+    return comfy.sd.VAE(sd=state_dict, config={"params": params})
