@@ -263,3 +263,23 @@ def test_reference_strength_zero_removes_the_reference_and_one_is_official(tiny_
     assert (step(0.0) - without).abs().max() <= 1e-5 * scale
     assert (step(1.0 + 1e-7) - official).abs().max() <= 1e-5 * scale  # the biased-attention path at s=1
     assert (step(2.0) - without).norm() > (official - without).norm() > 0
+
+
+def test_encoder_node_takes_any_portrait_through_a_real_vae(tiny_dp3d, golden):
+    from diffportrait3d.nodes.appearance_reference import AppearanceReferenceEncoder
+    from diffportrait3d.nodes.model_loading import load_dp3d_vae
+
+    vae = load_dp3d_vae(tiny_dp3d["files"]["vae"])
+    views = 3
+    positive, negative = conditioning(tiny_dp3d, golden, views)
+
+    def views_for(image):
+        model = AppearanceReferenceEncoder.execute(tiny_dp3d["unet"], tiny_dp3d["appearance"], vae, image, 1.0, 0.0, 1.0)
+        return sample(model.result[0], tiny_dp3d, positive, negative, views, steps=1)
+
+    generator = torch.Generator().manual_seed(11)
+    rgba_wide = torch.rand(1, 48, 80, 4, generator=generator)
+    grey_tall = torch.rand(1, 100, 60, 1, generator=generator)
+    first, second = views_for(rgba_wide), views_for(grey_tall)
+    assert torch.isfinite(first).all() and torch.isfinite(second).all()
+    assert not torch.allclose(first, second, atol=1e-4)  # the portrait reaches the views
