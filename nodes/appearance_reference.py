@@ -24,7 +24,7 @@ from ..kernels.reference_attention import (
     reference_logit_bias,
 )
 from ..kernels.reference_image import fit_to_size, to_rgb
-from .model_loading import MODEL_FOLDER, load_appearance_net, model_file_path
+from .io_types import AppearanceNet
 from .unet_structure import require_same_transformers, require_unet, transformer_positions
 
 ADDITIONAL_MODELS_KEY = "dp3d_appearance"
@@ -150,29 +150,6 @@ def apply_appearance_reference(
     return patched
 
 
-AppearanceNet = io.Custom("DP3D_APPEARANCE_NET")
-
-
-class AppearanceNetLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        import folder_paths
-
-        return io.Schema(
-            node_id="DP3DAppearanceNetLoader",
-            display_name="DiffPortrait3D Appearance Net Loader",
-            category="DiffPortrait3D/loaders",
-            description="Loads diffportrait3d_appearance.safetensors (the appearance reference net).",
-            inputs=[io.Combo.Input("appearance_net", options=folder_paths.get_filename_list(MODEL_FOLDER))],
-            outputs=[AppearanceNet.Output(display_name="appearance_net")],
-        )
-
-    @classmethod
-    def execute(cls, appearance_net) -> io.NodeOutput:
-        path = model_file_path(appearance_net, "appearance_net", "appearance")
-        return io.NodeOutput(load_appearance_net(path))
-
-
 class AppearanceReferenceEncoder(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -222,4 +199,4 @@ class AppearanceReferenceEncoder(io.ComfyNode):
         )
 
 
-NODES = [AppearanceNetLoader, AppearanceReferenceEncoder]
+NODES = [AppearanceReferenceEncoder]

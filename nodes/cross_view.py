@@ -21,7 +21,8 @@ from comfy_api.latest import io
 
 from ..kernels.cross_view_attention import CrossViewModule, CrossViewModuleSet
 from ..kernels.view_windows import WINDOW_MODES, plan_view_windows
-from .model_loading import MODEL_FOLDER, inference_setup, load_converted, managed, model_file_path
+from .io_types import CrossViewModules
+from .model_loading import inference_setup, load_converted, managed
 from .unet_structure import block_channels, has_upsampler, require_unet, unet_blocks
 
 ADDITIONAL_MODELS_KEY = "dp3d_cross_view"
@@ -155,9 +156,6 @@ def apply_cross_view(model, modules: comfy.model_patcher.ModelPatcher, settings:
     return patched
 
 
-CrossViewModules = io.Custom("DP3D_CROSS_VIEW")
-
-
 def window_inputs() -> list:
     return [
         io.Combo.Input(
@@ -183,25 +181,6 @@ def settings_from_inputs(window_mode, window_size, window_stride, window_blend, 
     return CrossViewSettings(window_mode, window_size, window_stride, window_blend, middle_module)
 
 
-class CrossViewLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        import folder_paths
-
-        return io.Schema(
-            node_id="DP3DCrossViewLoader",
-            display_name="DiffPortrait3D Cross-View Loader",
-            category="DiffPortrait3D/loaders",
-            description="Loads diffportrait3d_cross_view.safetensors (the 27 cross-view attention modules).",
-            inputs=[io.Combo.Input("cross_view", options=folder_paths.get_filename_list(MODEL_FOLDER))],
-            outputs=[CrossViewModules.Output(display_name="cross_view")],
-        )
-
-    @classmethod
-    def execute(cls, cross_view) -> io.NodeOutput:
-        return io.NodeOutput(load_cross_view_modules(model_file_path(cross_view, "cross_view", "cross_view")))
-
-
 class ApplyCrossView(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -221,4 +200,4 @@ class ApplyCrossView(io.ComfyNode):
         return io.NodeOutput(apply_cross_view(model, cross_view, settings))
 
 
-NODES = [CrossViewLoader, ApplyCrossView]
+NODES = [ApplyCrossView]

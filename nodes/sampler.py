@@ -14,7 +14,8 @@ from comfy_api.latest import io
 from tqdm.auto import tqdm
 
 from ..kernels.ddim_sampling import official_ddim_timesteps, sample_ddim
-from .cross_view import CrossViewModules, apply_cross_view, settings_from_inputs, window_inputs
+from .cross_view import apply_cross_view, settings_from_inputs, window_inputs
+from .io_types import CrossViewModules
 
 
 class DDIMSamplerFunction:
