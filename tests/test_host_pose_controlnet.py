@@ -51,6 +51,7 @@ def test_pose_controlnet_reproduces_official_residuals_through_the_image_path(co
     produced = residuals_of(positive[0][1]["control"])
     assert len(produced) == 13
     worst = max((produced[i] - golden[f"pose_residual_{i:02d}"]).abs().max().item() for i in range(13))
+    print(f"pose residuals max |diff| {worst:.2e}")
     assert worst <= 1e-4, f"max |diff| to the official pose residuals: {worst:.2e}"
 
     # The [-1, 1] rescale is what makes it match: ComfyUI's default [0, 1] hint gives other residuals.
