@@ -3,7 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import appearance_reference, cross_view, loaders, poses, sampler
+from . import appearance_reference, cross_view, loaders, noise_init, poses, sampler
 
 
 class DiffPortrait3DExtension(ComfyExtension):
@@ -15,4 +15,5 @@ class DiffPortrait3DExtension(ComfyExtension):
             *cross_view.NODES,
             *sampler.NODES,
             *poses.NODES,
+            *noise_init.NODES,
         ]
