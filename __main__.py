@@ -180,7 +180,82 @@ def _benchmark(cameras, size: int, look, background, antialias: int) -> int:
     return 0
 
 
-COMMANDS = [_add_convert, _add_poses]
+def _add_bench(commands) -> None:
+    parser = commands.add_parser(
+        "bench",
+        help="time guided sampling (random weights, no files) through ComfyUI; per-step time, breakdown, memory",
+        description="Build the tiny or the full-size DiffPortrait3D networks with random weights, run guided DDIM "
+        "steps for V views through the pack's ComfyUI path and report seconds per step (median), the time of "
+        "each network, the overhead over the networks run alone, and peak memory (RSS; VRAM on a GPU). "
+        "Needs a ComfyUI checkout ($COMFYUI_PATH, ../.. or ~/comfy/ComfyUI).",
+    )
+    parser.add_argument("--model", choices=["tiny", "full"], default="tiny", help="architecture (default tiny)")
+    parser.add_argument("--views", type=int, default=8, help="number of views (default 8)")
+    parser.add_argument("--latent", type=int, default=16, help="latent height and width (default 16 = 128 px)")
+    parser.add_argument("--steps", type=int, default=3, help="timed guided steps (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them (default 1)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="storage dtype of the weights; ComfyUI picks the compute dtype (default fp32)")
+    parser.add_argument("--cfg", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alone-repeats", type=int, default=2, help="repeats of each network run alone (best kept)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, i.e. $OMP_NUM_THREADS)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    parser.set_defaults(run=_run_bench)
+
+
+def _import_comfyui() -> bool:
+    """Import the ComfyUI found by kernels.comfy_host in ComfyUI's own order (CPU mode without CUDA)."""
+    import importlib
+
+    import torch
+
+    from .kernels.comfy_host import comfyui_candidates, find_comfyui
+
+    host = find_comfyui()
+    if host is None:
+        searched = ", ".join(f"{label}={path}" for label, path in comfyui_candidates())
+        print(f"error: no ComfyUI found (searched: {searched}); set COMFYUI_PATH", file=sys.stderr)
+        return False
+    if str(host) not in sys.path:
+        sys.path.insert(0, str(host))
+    from comfy.cli_args import args
+
+    args.cpu = not torch.cuda.is_available()
+    args.disable_api_nodes = True
+    importlib.import_module("comfy.model_management")
+    importlib.import_module("utils.extra_config")
+    importlib.import_module("nodes")
+    return True
+
+
+def _run_bench(options) -> int:
+    import json
+
+    import torch
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    if not _import_comfyui():
+        return 2
+    from .nodes.benchmark import BenchConfig, format_report, run_benchmark
+
+    config = BenchConfig(
+        model=options.model, views=options.views, latent=options.latent, steps=options.steps, warmup=options.warmup,
+        dtype=options.dtype, cfg=options.cfg, seed=options.seed, alone_repeats=options.alone_repeats,
+    )
+    try:
+        config.check()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(logging.WARNING)  # ComfyUI's model loading messages
+    result = run_benchmark(config)
+    print(json.dumps(result, indent=1) if options.json else format_report(result))
+    return 0
+
+
+COMMANDS = [_add_convert, _add_poses, _add_bench]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,3 +154,17 @@ def plan_view_windows(
     if mode not in WINDOW_MODES:
         raise ValueError(f"window_mode must be one of {tuple(WINDOW_MODES)}, got {mode!r}")
     return WINDOW_MODES[mode](n_views, size, stride, blend)
+
+
+def stacked_windows(plan: ViewWindows, copies: int) -> ViewWindows:
+    """``copies`` independent copies of ``plan`` over consecutive blocks of ``plan.n_views`` rows (e.g. the
+    cond and uncond chunks of one batch): copy ``c`` uses views ``c * n .. c * n + n - 1`` and never mixes
+    with another copy, so one module call over the stack equals one call per block."""
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies!r}")
+    if copies == 1:
+        return plan
+    n = plan.n_views
+    windows = tuple(window + copy * n for copy in range(copies) for window in plan.windows)
+    weights = tuple(weight for _ in range(copies) for weight in plan.weights)
+    return ViewWindows(windows, weights, n * copies)

@@ -8,8 +8,8 @@ when it unloads it, so the incoming MODEL and every other clone stay untouched.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 from dataclasses import dataclass
 
 import comfy.model_management
@@ -20,9 +20,9 @@ from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 from comfy_api.latest import io
 
 from ..kernels.cross_view_attention import CrossViewModule, CrossViewModuleSet
-from ..kernels.view_windows import WINDOW_MODES, plan_view_windows
+from ..kernels.view_windows import WINDOW_MODES, plan_view_windows, stacked_windows
 from .io_types import CrossViewModules
-from .model_loading import inference_setup, load_converted, managed
+from .model_loading import inference_setup, load_converted, managed, require_fit
 from .unet_structure import block_channels, has_upsampler, require_unet, unet_blocks
 
 ADDITIONAL_MODELS_KEY = "dp3d_cross_view"
@@ -48,11 +48,9 @@ class CrossViewSettings:
         return plan_view_windows(self.window_mode, n_views, self.window_size, self.window_stride, self.blend)
 
 
-def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.model_patcher.ModelPatcher:
-    """The cross-view module set of a converted file, in a ModelPatcher managed by ComfyUI."""
-    state_dict, architecture, metadata = load_converted(path, "cross_view", input_name)
-    load_device, dtype, _, operations = inference_setup(state_dict)
-    placements = json.loads(metadata["dp3d.placement"])
+def build_cross_view_modules(architecture: dict, placements: list[dict], setup) -> CrossViewModuleSet:
+    """The cross-view module set of a recorded UNet architecture and placement (weights not loaded)."""
+    _, dtype, _, operations = setup
     motion = architecture["unet_additional_kwargs"]["motion_module_kwargs"]
     modules = CrossViewModuleSet(
         placements,
@@ -62,13 +60,17 @@ def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.
         dtype=dtype,
         device=comfy.model_management.unet_offload_device(),
     )
+    return modules.eval()
+
+
+def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.model_patcher.ModelPatcher:
+    """The cross-view module set of a converted file, in a ModelPatcher managed by ComfyUI."""
+    state_dict, architecture, metadata = load_converted(path, "cross_view", input_name)
+    setup = inference_setup(state_dict)
+    modules = build_cross_view_modules(architecture, json.loads(metadata["dp3d.placement"]), setup)
     missing, unexpected = modules.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{input_name}: {os.path.basename(path)} does not fit its recorded placement "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); convert it again"
-        )
-    return managed(modules.eval(), load_device)
+    require_fit(missing, unexpected, input_name, path, "placement")
+    return managed(modules, setup[0])
 
 
 def placement_rule(unet) -> list[tuple[str, int, int, int, object]]:
@@ -108,9 +110,17 @@ class CrossViewInjection:
                     del block[index]
 
 
+@functools.lru_cache(maxsize=64)
+def planned_windows(settings: CrossViewSettings, n_views: int, copies: int = 1):
+    """The window plan of ``copies`` stacked blocks of ``n_views`` views, made once per shape (a plan caches
+    its index tensors per device, so reusing it also saves those)."""
+    return stacked_windows(settings.windows(n_views), copies)
+
+
 class CrossViewRunner:
-    """``forward_timestep_embed_patch`` handler: runs an injected module per cond/uncond chunk, over the
-    views of that chunk grouped into windows."""
+    """``forward_timestep_embed_patch`` handler: runs an injected module over the views of each cond/uncond
+    chunk, grouped into windows. Chunks never mix: when every chunk runs the module, one call covers them
+    all with the chunk's plan repeated per chunk; otherwise (the middle module) it runs on its chunks only."""
 
     def __init__(self, settings: CrossViewSettings):
         self.settings = settings
@@ -120,13 +130,13 @@ class CrossViewRunner:
         chunks = transformer_options.get("cond_or_uncond") or [0]
         rows = x.shape[0] // len(chunks)
         in_middle = transformer_options.get("block", ("", 0))[0] == "middle"
+        runs = [not in_middle or (self.middle_uncond if chunk == 1 else self.middle_cond) for chunk in chunks]
+        if all(runs):
+            return layer(x, planned_windows(self.settings, rows, len(chunks)), attention=optimized_attention)
         outputs = []
-        for i, chunk in enumerate(chunks):
+        for i, run in enumerate(runs):
             part = x[i * rows : (i + 1) * rows]
-            if in_middle and not (self.middle_uncond if chunk == 1 else self.middle_cond):
-                outputs.append(part)
-            else:
-                outputs.append(layer(part, self.settings.windows(rows), attention=optimized_attention))
+            outputs.append(layer(part, planned_windows(self.settings, rows), attention=optimized_attention) if run else part)
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
 

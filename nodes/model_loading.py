@@ -72,20 +72,33 @@ def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str
 
 def inference_setup(state_dict: dict[str, torch.Tensor]):
     """(load device, weight dtype, manual-cast dtype, operations) chosen the way ComfyUI chooses them."""
+    return inference_setup_for(comfy.utils.weight_dtype(state_dict))
+
+
+def inference_setup_for(weight_dtype: torch.dtype | None, storage_dtype: torch.dtype | None = None):
+    """``inference_setup`` for weights of ``weight_dtype``. ``storage_dtype`` forces the dtype the weights are
+    kept in (as ComfyUI's ``--bf16-unet``/``--fp16-unet`` do); ComfyUI then picks the manual-cast (compute)
+    dtype for the device, e.g. bf16 weights computed in float32 on a CPU."""
     load_device = comfy.model_management.get_torch_device()
-    weight_dtype = comfy.utils.weight_dtype(state_dict)
-    dtype = comfy.model_management.unet_dtype(
+    dtype = storage_dtype or comfy.model_management.unet_dtype(
         model_params=-1, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32], weight_dtype=weight_dtype
     )
     manual_cast_dtype = comfy.model_management.unet_manual_cast(dtype, load_device)
     return load_device, dtype, manual_cast_dtype, comfy.ops.pick_operations(dtype, manual_cast_dtype)
 
 
-def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comfy.controlnet.ControlNet:
-    """ComfyUI's own ControlNet object for a converted pose ControlNet, sized from its metadata, with the
-    hint rescaled to [-1, 1] as the official model expects."""
-    state_dict, architecture, _ = load_converted(path, "pose_controlnet", input_name)
-    load_device, dtype, manual_cast_dtype, operations = inference_setup(state_dict)
+def require_fit(missing, unexpected, input_name: str, path: str, what: str = "architecture") -> None:
+    if missing or unexpected:
+        raise ValueError(
+            f"{input_name}: {os.path.basename(path)} does not fit its recorded {what} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); convert it again"
+        )
+
+
+def build_pose_controlnet(architecture: dict, setup) -> comfy.controlnet.ControlNet:
+    """ComfyUI's own ControlNet object for a pose ControlNet of this recorded architecture (weights not
+    loaded), with the hint rescaled to [-1, 1] as the official model expects."""
+    load_device, dtype, manual_cast_dtype, operations = setup
     kwargs = comfy_unet_kwargs(architecture)
     kwargs.pop("out_channels")
     network = comfy.cldm.cldm.ControlNet(
@@ -95,13 +108,6 @@ def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comf
         device=comfy.model_management.unet_offload_device(),
         **kwargs,
     )
-    weights = comfy.utils.state_dict_prefix_replace(state_dict, {"control_model.": ""}, filter_keys=True)
-    missing, unexpected = network.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{input_name}: {os.path.basename(path)} does not fit its recorded architecture "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); convert it again"
-        )
     return comfy.controlnet.ControlNet(
         network,
         load_device=load_device,
@@ -110,30 +116,44 @@ def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comf
     )
 
 
+def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comfy.controlnet.ControlNet:
+    """``build_pose_controlnet`` for a converted file, sized from its metadata, weights loaded."""
+    state_dict, architecture, _ = load_converted(path, "pose_controlnet", input_name)
+    control = build_pose_controlnet(architecture, inference_setup(state_dict))
+    weights = comfy.utils.state_dict_prefix_replace(state_dict, {"control_model.": ""}, filter_keys=True)
+    missing, unexpected = control.control_model.load_state_dict(weights, strict=False)
+    require_fit(missing, unexpected, input_name, path)
+    return control
+
+
 def managed(module: torch.nn.Module, load_device) -> comfy.model_patcher.ModelPatcher:
     return comfy.model_patcher.ModelPatcher(
         module, load_device=load_device, offload_device=comfy.model_management.unet_offload_device()
     )
 
 
-def load_appearance_net(path: str, input_name: str = "appearance_net") -> comfy.model_patcher.ModelPatcher:
-    """The appearance reference net as a ComfyUI UNet (no ``out`` layer: nothing after its last bank
-    write is ever used) in a ModelPatcher that ComfyUI's model management loads and offloads."""
-    state_dict, architecture, _ = load_converted(path, "appearance", input_name)
-    load_device, dtype, _, operations = inference_setup(state_dict)
+def build_appearance_net(architecture: dict, setup) -> UNetModel:
+    """The appearance reference net of this recorded architecture as a ComfyUI UNet (weights not loaded),
+    without the ``out`` layer: nothing after its last bank write is ever used."""
+    _, dtype, _, operations = setup
     network = UNetModel(
         operations=operations, dtype=dtype, device=comfy.model_management.unet_offload_device(),
         **comfy_unet_kwargs(architecture),
     )
     network.out = torch.nn.Identity()
-    missing, unexpected = network.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{input_name}: {os.path.basename(path)} does not fit its recorded architecture "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); convert it again"
-        )
     network.architecture = architecture
-    return managed(network.eval(), load_device)
+    return network.eval()
+
+
+def load_appearance_net(path: str, input_name: str = "appearance_net") -> comfy.model_patcher.ModelPatcher:
+    """The appearance net of a converted file in a ModelPatcher that ComfyUI's model management loads and
+    offloads."""
+    state_dict, architecture, _ = load_converted(path, "appearance", input_name)
+    setup = inference_setup(state_dict)
+    network = build_appearance_net(architecture, setup)
+    missing, unexpected = network.load_state_dict(state_dict, strict=False)
+    require_fit(missing, unexpected, input_name, path)
+    return managed(network, setup[0])
 
 
 class RecordedSD15(comfy.supported_models.SD15):
@@ -143,17 +163,23 @@ class RecordedSD15(comfy.supported_models.SD15):
     unet_extra_config = {}
 
 
+def build_dp3d_unet(architecture: dict, setup):
+    """An SD1.5-family ComfyUI ``BaseModel`` whose UNet has this recorded architecture (weights not loaded)."""
+    _, dtype, manual_cast_dtype, _ = setup
+    kwargs = comfy_unet_kwargs(architecture)
+    config = RecordedSD15({k: v for k, v in kwargs.items() if k != "use_checkpoint"})
+    config.set_inference_dtype(dtype, manual_cast_dtype)
+    return config.get_model({}, "")
+
+
 def load_dp3d_unet(path: str, input_name: str = "unet") -> comfy.model_patcher.ModelPatcher:
     """The DiffPortrait3D-trained base UNet as an SD1.5-family ComfyUI MODEL, sized from its metadata
     (the full-size file also loads with the core UNETLoader; this one loads any recorded size)."""
     state_dict, architecture, _ = load_converted(path, "unet", input_name)
-    load_device, dtype, manual_cast_dtype, _ = inference_setup(state_dict)
-    kwargs = comfy_unet_kwargs(architecture)
-    config = RecordedSD15({k: v for k, v in kwargs.items() if k != "use_checkpoint"})
-    config.set_inference_dtype(dtype, manual_cast_dtype)
-    model = config.get_model(state_dict, "")
+    setup = inference_setup(state_dict)
+    model = build_dp3d_unet(architecture, setup)
     model.load_model_weights(state_dict, "")
-    return managed(model, load_device)
+    return managed(model, setup[0])
 
 
 def load_dp3d_vae(path: str, input_name: str = "vae") -> comfy.sd.VAE:

@@ -14,6 +14,7 @@ from comfy_api.latest import io
 from tqdm.auto import tqdm
 
 from ..kernels.ddim_sampling import official_ddim_timesteps, sample_ddim
+from ..kernels.reference_attention import conditional_rows
 from .cross_view import apply_cross_view, settings_from_inputs, window_inputs
 from .io_types import CrossViewModules
 
@@ -56,11 +57,70 @@ def official_sigmas(model, steps: int) -> torch.Tensor:
     return torch.cat([sampling.sigma(timesteps).float().cpu(), torch.zeros(1)])
 
 
+class ConditionalRowsControl:
+    """A ControlNet (chain) that acts on the conditional rows of a batch only; the unconditional rows get zero
+    residuals (adding zero leaves them exact). Set on both positive and negative, it lets ComfyUI batch cond
+    and uncond into one UNet call (ComfyUI only batches conds that share one control object) while keeping
+    the official guidance: the unconditional branch has no pose ControlNet, and the ControlNet runs on the
+    conditional rows alone. Everything else is the wrapped object's."""
+
+    def __init__(self, control):
+        self.control = control
+
+    def __getattr__(self, name):
+        if name == "control":  # not set yet (copy/unpickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.control, name)
+
+    def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        rows = conditional_rows(transformer_options, x_noisy.shape[0]).to(x_noisy.device)
+        if bool(rows.all()):
+            return self.control.get_control(x_noisy, t, cond, batched_number, transformer_options)
+        if not bool(rows.any()):
+            return None
+        batch = x_noisy.shape[0]
+        cond_rows = {
+            key: value[rows] if isinstance(value, torch.Tensor) and value.shape[:1] == (batch,) else value
+            for key, value in cond.items()
+        }
+        chunks = transformer_options["cond_or_uncond"].count(0)
+        control = self.control.get_control(x_noisy[rows], t[rows], cond_rows, chunks, transformer_options)
+        if control is None:
+            return None
+        return {
+            kind: [None if residual is None else _scatter_rows(residual, rows) for residual in residuals]
+            for kind, residuals in control.items()
+        }
+
+
+def _scatter_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    full = values.new_zeros((rows.shape[0], *values.shape[1:]))
+    full[rows] = values
+    return full
+
+
 def official_guidance(positive, negative):
-    """(positive, negative) with ControlNets kept on the positive side only: the official guidance gives the
-    unconditional branch no pose residuals (nor lets ComfyUI copy the positive's ControlNet over to it)."""
-    positive = [[tensor, {**extras, "control_apply_to_uncond": False}] for tensor, extras in positive]
-    negative = [[tensor, {k: v for k, v in extras.items() if k != "control"}] for tensor, extras in negative]
+    """(positive, negative) with the official guidance: the unconditional branch gets no pose residuals, and
+    ComfyUI does not copy the positive's ControlNet over to it. When the positive carries one ControlNet
+    (chain), both sides get it wrapped in ``ConditionalRowsControl`` so cond and uncond still run as one
+    batch; otherwise the negative simply loses its ControlNets."""
+    controls = {id(extras["control"]): extras["control"] for _, extras in positive if extras.get("control") is not None}
+    shared = ConditionalRowsControl(next(iter(controls.values()))) if len(controls) == 1 else None
+
+    def positive_extras(extras):
+        extras = {**extras, "control_apply_to_uncond": False}
+        if shared is not None and extras.get("control") is not None:
+            extras["control"] = shared
+        return extras
+
+    def negative_extras(extras):
+        extras = {k: v for k, v in extras.items() if k != "control"}
+        if shared is not None:
+            extras["control"] = shared
+        return extras
+
+    positive = [[tensor, positive_extras(extras)] for tensor, extras in positive]
+    negative = [[tensor, negative_extras(extras)] for tensor, extras in negative]
     return positive, negative
 
 

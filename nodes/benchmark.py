@@ -1,0 +1,414 @@
+"""Speed and memory benchmark of guided DiffPortrait3D sampling through the pack's real ComfyUI path.
+
+Random-weight networks are built from a recorded architecture (the official one, or the tiny test one)
+with the same builders the file loaders use — no files are read or written. The views are sampled with
+the Appearance Reference Encoder's patch, cross-view attention, the pose ControlNet applied by ComfyUI's
+own ControlNetApplyAdvanced node, the official guidance and the DDIM sampler, driven by ComfyUI's
+CFGGuider. Timing wrappers measure each network inside the steps; afterwards the same calls of the last
+step are repeated on their own, so the overhead over the bare networks is measured, not estimated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import comfy.model_management
+import comfy.patcher_extension
+import comfy.samplers
+import torch
+from comfy.ldm.modules.attention import BasicTransformerBlock
+
+from ..kernels.checkpoint_convert import component_architectures, load_architecture
+from ..kernels.checkpoint_layout import cross_view_placements
+from ..kernels.cross_view_attention import CrossViewModule
+from ..kernels.random_weights import fill_random_weights_
+from ..kernels.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
+from .appearance_reference import ReferenceLatent, apply_appearance_reference
+from .cross_view import CrossViewSettings, apply_cross_view, build_cross_view_modules
+from .model_loading import (
+    build_appearance_net,
+    build_dp3d_unet,
+    build_pose_controlnet,
+    inference_setup_for,
+    managed,
+)
+from .sampler import DDIMSamplerFunction, official_guidance, official_sigmas
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+ARCHITECTURES = {"full": None, "tiny": PACK_ROOT / "tests" / "fixtures" / "tiny_config.json"}
+WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+OFFICIAL_SCHEDULE_STEPS = 50
+TIMING_KEY = "dp3d_benchmark"
+
+# Official code on the reference machine (2 vCPU, float32, random weights): ../shared/reference.
+OFFICIAL_CPU = {
+    ("full", 8, 16): {
+        "seconds_per_step_fp32": 8.71 + 5.86,
+        "seconds_per_step_bf16_autocast": 4.69 + 2.71,
+        "peak_memory_bytes_fp32": int(11.4 * 2**30),
+        "peak_memory_bytes_bf16_autocast": 17042996 * 1024,
+        "source": "shared/reference/timings_full_cpu.json (apply_model cond + uc medians)",
+    },
+    ("tiny", 8, 16): {"seconds_per_step_fp32": 2.3 / 5, "source": "shared/reference/tiny/README.md (5-step DDIM 2.3 s)"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What to run: architecture (``full`` or ``tiny``), views, latent size, timed and warm-up steps, the
+    weights' storage dtype (ComfyUI picks the compute dtype for the device), guidance and seed."""
+
+    model: str = "tiny"
+    views: int = 8
+    latent: int = 16
+    steps: int = 3
+    warmup: int = 1
+    dtype: str = "fp32"
+    cfg: float = 3.0
+    eta: float = 0.5
+    seed: int = 0
+    alone_repeats: int = 2
+
+    def check(self) -> None:
+        if self.model not in ARCHITECTURES:
+            raise ValueError(f"model must be one of {sorted(ARCHITECTURES)}, not {self.model!r}")
+        if self.dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(WEIGHT_DTYPES)}, not {self.dtype!r}")
+        if self.views < 1 or self.latent < 8 or self.latent % 8:
+            raise ValueError("views must be >= 1 and latent a multiple of 8 (>= 8)")
+        if self.steps < 1 or self.warmup < 0 or self.alone_repeats < 1:
+            raise ValueError("steps and alone_repeats must be >= 1, warmup >= 0")
+        if self.steps + self.warmup > OFFICIAL_SCHEDULE_STEPS:
+            raise ValueError(f"steps + warmup must not exceed {OFFICIAL_SCHEDULE_STEPS}")
+
+
+@dataclasses.dataclass
+class RandomModels:
+    unet: object  # ModelPatcher
+    appearance: object  # ModelPatcher
+    cross_view: object  # ModelPatcher
+    pose: object  # comfy.controlnet.ControlNet
+    architecture: dict
+
+    def weight_bytes(self) -> int:
+        """Bytes of all weights and buffers, each tensor counted once (injected modules sit in two trees)."""
+        modules = [self.unet.model, self.appearance.model, self.cross_view.model, self.pose.control_model]
+        tensors = {t.data_ptr(): t for m in modules for t in [*m.parameters(), *m.buffers()]}
+        return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def build_random_models(model: str = "tiny", dtype: str = "fp32", seed: int = 0) -> RandomModels:
+    """The four DiffPortrait3D networks of an architecture with seeded random weights, as the loaders return
+    them (ModelPatchers and ComfyUI's ControlNet), weights stored as ``dtype``."""
+    architecture = load_architecture(ARCHITECTURES[model])
+    records = component_architectures(architecture)
+    setup = inference_setup_for(None, WEIGHT_DTYPES[dtype])
+    load_device = setup[0]
+    unet = build_dp3d_unet(records["unet"], setup)
+    fill_random_weights_(unet.diffusion_model, seed)
+    appearance = fill_random_weights_(build_appearance_net(records["appearance"], setup), seed + 1)
+    placements = [dataclasses.asdict(p) for p in cross_view_placements(records["cross_view"])]
+    cross_view = build_cross_view_modules(records["cross_view"], placements, setup)
+    fill_random_weights_(cross_view, seed + 2)
+    pose = build_pose_controlnet(records["pose_controlnet"], setup)
+    fill_random_weights_(pose.control_model, seed + 3)
+    return RandomModels(
+        managed(unet, load_device), managed(appearance, load_device), managed(cross_view, load_device), pose,
+        architecture,
+    )
+
+
+def peak_memory_bytes() -> int:
+    """Peak resident set size of this process (VmHWM), in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PartTimer:
+    """Seconds per part of the current step; ``close_step`` files them and starts the next step. On CUDA
+    every boundary synchronises, so GPU work is charged to the part that queued it."""
+
+    def __init__(self, device: torch.device):
+        self.synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.current: dict[str, float] = defaultdict(float)
+        self.steps: list[dict[str, float]] = []
+        self.marks: list[float] = []
+        self.calls: dict[str, list] = defaultdict(list)  # part -> calls of the current step, to replay
+        self.last_step_calls: dict[str, list] = {}
+
+    def now(self) -> float:
+        self.synchronize()
+        return time.perf_counter()
+
+    @contextmanager
+    def measure(self, part: str):
+        started = self.now()
+        try:
+            yield
+        finally:
+            self.current[part] += self.now() - started
+
+    def start(self) -> None:
+        self.marks = [self.now()]
+
+    def close_step(self) -> None:
+        self.marks.append(self.now())
+        self.steps.append(dict(self.current))
+        self.current = defaultdict(float)
+        self.last_step_calls = dict(self.calls)
+        self.calls = defaultdict(list)
+
+
+class TimedDiffusionModel:
+    """DIFFUSION_MODEL wrapper charging the wrapped call to ``part``; the innermost one also records the
+    call (UNet ``_forward`` and its arguments) for the replay."""
+
+    def __init__(self, timer: PartTimer, part: str, record: bool):
+        self.timer, self.part, self.record = timer, part, record
+
+    def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        if self.record:
+            original, options = executor.original, dict(transformer_options)  # keeps this call's bank
+
+            def replay():  # the UNet writes into its transformer options: give it a fresh copy each time
+                return original(x, timesteps, context, y, control, dict(options), **kwargs)
+
+            self.timer.calls["unet"].append(replay)
+        with self.timer.measure(self.part):
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+
+
+def time_pose_controlnet(control, timer: PartTimer) -> None:
+    """Charge every ``get_control`` of this ControlNet object to 'pose_controlnet' and record the call."""
+    original = control.get_control
+
+    def timed_get_control(*args):
+        timer.calls["pose_controlnet"].append(lambda: original(*args))
+        with timer.measure("pose_controlnet"):
+            return original(*args)
+
+    control.get_control = timed_get_control
+
+
+def time_appearance_runs(appearance_net: torch.nn.Module, timer: PartTimer) -> None:
+    """Record the appearance net's inputs of every run (its time is the outer minus the inner wrapper)."""
+    blocks = sum(isinstance(m, BasicTransformerBlock) for m in appearance_net.modules())
+
+    def record(module, args, kwargs):
+        inputs = {k: v for k, v in kwargs.items() if k != "transformer_options"}
+
+        def replay():  # a fresh bank each time, stopped after its last entry as in the step
+            options = {"patches": {"attn1_patch": [ReferenceBankWriter(ReferenceBank(), expected_entries=blocks)]}}
+            try:
+                appearance_net(*args, **inputs, transformer_options=options)
+            except BankFull:
+                pass
+
+        timer.calls["appearance_net"].append(replay)
+
+    appearance_net.register_forward_pre_hook(record, with_kwargs=True)
+
+
+def time_cross_view_modules(modules: torch.nn.Module, timer: PartTimer) -> None:
+    """Charge the injected cross-view modules to 'cross_view' (a part of the UNet's time)."""
+    started = {}
+
+    def before(module, args):
+        started[id(module)] = timer.now()
+
+    def after(module, args, output):
+        timer.current["cross_view"] += timer.now() - started.pop(id(module))
+
+    for module in modules.modules():
+        if isinstance(module, CrossViewModule):
+            module.register_forward_pre_hook(before)
+            module.register_forward_hook(after)
+
+
+class TimedDDIM:
+    """KSAMPLER function: the pack's DDIM sampler with a step boundary at every callback; after the last
+    step, while every network is still loaded, replays the recorded calls of that step on their own."""
+
+    def __init__(self, timer: PartTimer, alone_repeats: int):
+        self.timer = timer
+        self.alone_repeats = alone_repeats
+        self.alone: dict[str, float] = {}
+
+    def __call__(self, model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.5):
+        def step_done(info):
+            self.timer.close_step()
+
+        self.timer.start()
+        samples = DDIMSamplerFunction()(model, x, sigmas, extra_args, callback=step_done, disable=True, eta=eta)
+        with torch.no_grad():
+            for part, calls in self.timer.last_step_calls.items():
+                self.alone[part] = sum(self.best_of(call) for call in calls)
+        return samples
+
+    def best_of(self, call) -> float:
+        seconds = []
+        for _ in range(self.alone_repeats):
+            started = self.timer.now()
+            call()
+            seconds.append(self.timer.now() - started)
+        return min(seconds)
+
+
+def guided_inputs(models: RandomModels, config: BenchConfig, generator: torch.Generator):
+    """(positive, negative, latent, reference latent): random text context and pose images, the pose
+    ControlNet applied with ComfyUI's own ControlNetApplyAdvanced, then the official guidance."""
+    from nodes import ControlNetApplyAdvanced
+
+    context_dim = models.architecture["model"]["params"]["unet_config"]["params"]["context_dim"]
+    context = torch.randn(1, 77, context_dim, generator=generator)
+    pose_images = torch.rand(config.views, config.latent * 8, config.latent * 8, 3, generator=generator)
+    text = [[context, {}]]
+    positive, negative = ControlNetApplyAdvanced().apply_controlnet(text, text, models.pose, pose_images, 1.0, 0.0, 1.0)
+    latent = torch.randn(config.views, 4, config.latent, config.latent, generator=generator)
+    reference = torch.randn(1, 4, config.latent, config.latent, generator=generator)
+    positive, negative = official_guidance(positive, negative)
+    return positive, negative, latent, reference
+
+
+def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> dict:
+    """Build (unless given) and sample; returns the measurements as one JSON-ready dict."""
+    config.check()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # timings need a quiet machine
+    device = comfy.model_management.get_torch_device()
+    build_started = time.perf_counter()
+    if models is None:
+        models = build_random_models(config.model, config.dtype, config.seed)
+    build_seconds = time.perf_counter() - build_started
+    rss_after_build = peak_memory_bytes()
+    timer = PartTimer(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    positive, negative, latent, reference = guided_inputs(models, config, generator)
+    time_pose_controlnet(positive[0][1]["control"], timer)
+    time_appearance_runs(models.appearance.model, timer)
+    time_cross_view_modules(models.cross_view.model, timer)
+
+    model = models.unet.clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, TIMING_KEY + "_outer",
+                               TimedDiffusionModel(timer, "reference_and_unet", record=False))
+    model = apply_appearance_reference(model, models.appearance, ReferenceLatent(model_latent=reference))
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, TIMING_KEY + "_inner",
+                               TimedDiffusionModel(timer, "unet", record=True))
+    model = apply_cross_view(model, models.cross_view, CrossViewSettings())
+
+    total_steps = config.warmup + config.steps
+    sigmas = official_sigmas(model, OFFICIAL_SCHEDULE_STEPS)[:total_steps + 1]
+    noise = torch.randn(latent.shape, generator=generator)
+    sampler_function = TimedDDIM(timer, config.alone_repeats)
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(config.cfg)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sampler = comfy.samplers.KSAMPLER(sampler_function, extra_options={"eta": config.eta})
+    samples = guider.sample(noise, latent, sampler, sigmas, seed=config.seed, disable_pbar=True)
+    if not torch.isfinite(samples).all():
+        raise RuntimeError("the benchmark produced non-finite latents")
+    return summarise(
+        config, models, timer, sampler_function.alone, build_seconds, rss_after_build, device, load_before
+    )
+
+
+def summarise(config, models, timer, alone, build_seconds, rss_after_build, device, load_before) -> dict:
+    timed = slice(config.warmup, None)
+    step_seconds = [b - a for a, b in zip(timer.marks, timer.marks[1:], strict=False)][timed]
+    parts = timer.steps[timed]
+
+    def median_of(name):
+        return statistics.median(step.get(name, 0.0) for step in parts)
+
+    unet = median_of("unet")
+    appearance = statistics.median(s.get("reference_and_unet", 0.0) - s.get("unet", 0.0) for s in parts)
+    pose = median_of("pose_controlnet")
+    per_step = statistics.median(step_seconds)
+    breakdown = {
+        "appearance_net": appearance,
+        "pose_controlnet": pose,
+        "unet_with_cross_view": unet,
+        "cross_view_modules_in_unet": median_of("cross_view"),
+        "sampler_overhead": statistics.median(
+            total - s.get("reference_and_unet", 0.0) - s.get("pose_controlnet", 0.0)
+            for total, s in zip(step_seconds, parts, strict=True)
+        ),
+    }
+    sum_alone = sum(alone.values())
+    result = {
+        "model": config.model,
+        "views": config.views,
+        "latent": [config.latent, config.latent],
+        "weight_dtype": config.dtype,
+        "compute_dtype": str(inference_setup_for(None, WEIGHT_DTYPES[config.dtype])[2] or WEIGHT_DTYPES[config.dtype]).replace("torch.", ""),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "load_average_before": load_before,
+        "steps_timed": config.steps,
+        "warmup_steps": config.warmup,
+        "seconds_per_step": per_step,
+        "step_seconds": step_seconds,
+        "breakdown": breakdown,
+        "unet_calls_per_step": len(timer.last_step_calls.get("unet", [])),
+        "parts_alone": alone,
+        "sum_of_parts_alone": sum_alone,
+        "overhead_over_parts": per_step / sum_alone - 1 if sum_alone else None,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "rss_after_build_bytes": rss_after_build,
+        "weight_bytes": models.weight_bytes(),
+        "build_seconds": build_seconds,
+    }
+    if device.type == "cuda":
+        result["peak_vram_bytes"] = torch.cuda.max_memory_allocated()
+        result["seconds_per_view_per_step"] = per_step / config.views
+    official = OFFICIAL_CPU.get((config.model, config.views, config.latent))
+    if official is not None and device.type == "cpu":
+        result["official_cpu"] = official
+    return result
+
+
+def format_report(result: dict) -> str:
+    """Human-readable summary of ``run_benchmark``'s result."""
+    gib = 2**30
+    lines = [
+        f"{result['model']} architecture, {result['views']} views, latent {result['latent'][0]}x{result['latent'][1]}, "
+        f"weights {result['weight_dtype']} (compute {result['compute_dtype']}), {result['device']}, "
+        f"{result['threads']} threads, torch {result['torch']}, load average before {result['load_average_before']}",
+        f"  per guided step: {result['seconds_per_step']:.3f} s (median of {result['steps_timed']}; "
+        f"{', '.join(f'{s:.3f}' for s in result['step_seconds'])})",
+    ]
+    for name, seconds in result["breakdown"].items():
+        lines.append(f"    {name:28s} {seconds:8.3f} s")
+    lines.append(f"  UNet calls per step: {result['unet_calls_per_step']}")
+    alone = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in result["parts_alone"].items())
+    overhead = result["overhead_over_parts"]
+    lines.append(f"  networks alone: {alone}; sum {result['sum_of_parts_alone']:.3f} s; "
+                 f"overhead of a step over them {100 * overhead:+.1f} %" if overhead is not None else "")
+    lines.append(f"  peak memory (RSS) {result['peak_memory_bytes'] / gib:.2f} GiB "
+                 f"(after build {result['rss_after_build_bytes'] / gib:.2f} GiB, weights {result['weight_bytes'] / gib:.2f} GiB)")
+    if "peak_vram_bytes" in result:
+        lines.append(f"  peak VRAM {result['peak_vram_bytes'] / gib:.2f} GiB, "
+                     f"{result['seconds_per_view_per_step']:.3f} s per view per step")
+    official = result.get("official_cpu")
+    if official:
+        reference = official["seconds_per_step_fp32"]
+        lines.append(f"  official code, same machine kind: {reference:.2f} s per step fp32 "
+                     f"(ours {result['seconds_per_step'] / reference:.2f}x); {official['source']}")
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""The benchmark and the batched guidance it measures, inside the real ComfyUI: cond and uncond share one
+UNet call with the pose ControlNet on conditional rows only, and give the numbers of separate calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.host
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class RecordChunks:
+    """DIFFUSION_MODEL wrapper recording how ComfyUI chunked cond/uncond in each UNet call."""
+
+    def __init__(self):
+        self.chunks = []
+
+    def __call__(self, executor, *args, **kwargs):
+        self.chunks.append(list(args[5].get("cond_or_uncond", [])))
+        return executor(*args, **kwargs)
+
+
+class SeparateCondCalls:
+    """CALC_COND_BATCH wrapper: every cond group evaluated on its own (the others passed as None)."""
+
+    def __call__(self, executor, model, conds, x_in, timestep, model_options):
+        alone = [[c if j == i else None for j, c in enumerate(conds)] for i in range(len(conds))]
+        return [executor(model, only, x_in, timestep, model_options)[i] for i, only in enumerate(alone)]
+
+
+def guided_step(model, positive, negative, noise):
+    import comfy.samplers
+
+    from diffportrait3d.nodes.sampler import ddim_sampler
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(3.0)
+    sampling = model.get_model_object("model_sampling")
+    sigmas = torch.stack([sampling.sigma(torch.tensor(601.0)), torch.tensor(0.0)])
+    return guider.sample(noise, torch.zeros_like(noise), ddim_sampler(0.0), sigmas, seed=1)
+
+
+def test_pose_controlnet_batched_on_conditional_rows_equals_separate_calls(tiny_dp3d):
+    import comfy.patcher_extension as ext
+    from nodes import ControlNetApplyAdvanced
+
+    from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
+    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
+    from diffportrait3d.nodes.sampler import ConditionalRowsControl, official_guidance
+
+    golden = load_file(FIXTURES / "golden_apply_v8.safetensors")
+    views, size = 8, 8
+    reference = torch.nn.functional.interpolate(golden["reference_image_noisy"][:1], size=(size, size))
+    model = apply_appearance_reference(tiny_dp3d["unet"], tiny_dp3d["appearance"], ReferenceLatent(model_latent=reference))
+    model = apply_cross_view(model, tiny_dp3d["cross_view"], CrossViewSettings())
+    text = [[golden["c_crossattn_0"][:1], {}]]
+    hints = torch.rand(views, size * 8, size * 8, 3, generator=torch.Generator().manual_seed(4))
+    positive, negative = official_guidance(
+        *ControlNetApplyAdvanced().apply_controlnet(text, text, tiny_dp3d["pose"], hints, 1.0, 0.0, 1.0)
+    )
+    assert isinstance(positive[0][1]["control"], ConditionalRowsControl)
+    assert negative[0][1]["control"] is positive[0][1]["control"]
+
+    batched_model, apart_model = model.clone(), model.clone()
+    batched_chunks, apart_chunks = RecordChunks(), RecordChunks()
+    batched_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", batched_chunks)
+    apart_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", apart_chunks)
+    apart_model.add_wrapper_with_key(ext.WrappersMP.CALC_COND_BATCH, "test", SeparateCondCalls())
+    noise = torch.randn(views, 4, size, size, generator=torch.Generator().manual_seed(3))
+    batched = guided_step(batched_model, positive, negative, noise)
+    apart = guided_step(apart_model, positive, negative, noise)
+    assert sorted(batched_chunks.chunks[0]) == [0, 1]
+    assert all(len(chunks) == 1 for chunks in apart_chunks.chunks)
+    assert (batched - apart).abs().max() <= 1e-5 * batched.abs().max()
+
+    # The separate uncond call got no residuals at all: the ControlNet only ever saw conditional rows.
+    no_pose = [[golden["c_crossattn_0"][:1], {}]]
+    without_pose = model.clone()
+    without_pose.add_wrapper_with_key(ext.WrappersMP.CALC_COND_BATCH, "test", SeparateCondCalls())
+    plain = guided_step(without_pose, positive, no_pose, noise)
+    assert torch.allclose(plain, apart, atol=1e-6)
+
+
+def test_conditional_rows_control_gives_uncond_rows_zero_residuals(tiny_dp3d):
+    from nodes import ControlNetApplyAdvanced
+
+    from diffportrait3d.nodes.sampler import ConditionalRowsControl
+
+    text = [[torch.randn(1, 77, 32), {}]]
+    hints = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    positive, _ = ControlNetApplyAdvanced().apply_controlnet(text, text, tiny_dp3d["pose"], hints, 1.0, 0.0, 1.0)
+    control = positive[0][1]["control"]
+    control.pre_run(tiny_dp3d["unet"].model, lambda a: tiny_dp3d["unet"].model.model_sampling.percent_to_sigma(a))
+    x = torch.randn(4, 4, 8, 8)
+    sigma = torch.full((4,), 5.0)
+    cond = {"c_crossattn": torch.randn(1, 77, 32).expand(4, -1, -1)}
+    options = {"cond_or_uncond": [1, 0]}
+    mixed = ConditionalRowsControl(control).get_control(x, sigma, cond, 2, options)
+    alone = control.get_control(x[2:], sigma[2:], {"c_crossattn": cond["c_crossattn"][2:]}, 1, {"cond_or_uncond": [0]})
+    for kind in ("input", "middle"):
+        for got, expected in zip(mixed[kind], alone[kind], strict=True):
+            assert got.shape[0] == 4
+            assert torch.count_nonzero(got[:2]) == 0
+            assert torch.allclose(got[2:], expected, atol=1e-6)
+    assert ConditionalRowsControl(control).get_control(x[:2], sigma[:2], cond, 1, {"cond_or_uncond": [1]}) is None
+
+
+def test_bench_reports_time_breakdown_overhead_and_memory(comfy_host, capsys):
+    from diffportrait3d.__main__ import main
+
+    assert main(["bench", "--model", "tiny", "--views", "8", "--latent", "8", "--steps", "2", "--warmup", "0",
+                 "--alone-repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "tiny" and result["views"] == 8 and result["latent"] == [8, 8]
+    assert len(result["step_seconds"]) == 2 and result["seconds_per_step"] > 0
+    assert set(result["breakdown"]) == {
+        "appearance_net", "pose_controlnet", "unet_with_cross_view", "cross_view_modules_in_unet", "sampler_overhead"
+    }
+    assert all(result["breakdown"][part] > 0 for part in ("appearance_net", "pose_controlnet", "unet_with_cross_view"))
+    assert result["breakdown"]["cross_view_modules_in_unet"] < result["breakdown"]["unet_with_cross_view"]
+    assert result["unet_calls_per_step"] == 1  # cond and uncond batched
+    assert set(result["parts_alone"]) == {"appearance_net", "pose_controlnet", "unet"}
+    assert result["sum_of_parts_alone"] == pytest.approx(sum(result["parts_alone"].values()))
+    assert result["peak_memory_bytes"] >= result["rss_after_build_bytes"] > 0
+    assert 0 < result["weight_bytes"] < 100 * 2**20
+
+
+def test_bench_builds_bf16_weights_without_float32_copies(comfy_host):
+    from diffportrait3d.nodes.benchmark import build_random_models
+
+    models = build_random_models("tiny", "bf16", seed=0)
+    for module in (models.unet.model.diffusion_model, models.appearance.model, models.cross_view.model,
+                   models.pose.control_model):
+        dtypes = {p.dtype for p in module.parameters()}
+        assert dtypes == {torch.bfloat16}, dtypes
+        assert all(torch.isfinite(p.float()).all() for p in module.parameters())
