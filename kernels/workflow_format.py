@@ -303,8 +303,11 @@ def ui_matches_api(ui: dict, prompt: dict) -> list[str]:
     }
     ui_links = links_of_ui(ui)
     if ui_links != api_links:
-        problems.append(f"links differ: UI only {sorted(set(ui_links.items()) - set(api_links.items()))}, "
-                        f"API only {sorted(set(api_links.items()) - set(ui_links.items()))}")
+        differing = sorted(key for key in set(ui_links) | set(api_links) if ui_links.get(key) != api_links.get(key))
+        problems.append("links differ: " + ", ".join(
+            f"node {node_id}.{name}: UI {ui_links.get((node_id, name))}, API {api_links.get((node_id, name))}"
+            for node_id, name in differing
+        ))
     for node_id in set(ui_nodes) & set(prompt):
         if ui_nodes[node_id]["type"] != prompt[node_id]["class_type"]:
             problems.append(f"node {node_id}: UI type {ui_nodes[node_id]['type']}, API {prompt[node_id]['class_type']}")
