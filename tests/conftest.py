@@ -319,10 +319,8 @@ class ComfyServerProcess:
     """``main.py --cpu`` of the host on 127.0.0.1 and a free port, in ``base`` (its own custom_nodes,
     models, input, output and user folders, so nothing is written into the ComfyUI checkout)."""
 
-    def __init__(self, base: Path, startup_timeout: float = 120.0):
+    def __init__(self, base: Path, startup_timeout: float = 120.0, wait: bool = True):
         import subprocess
-        import time
-        import urllib.request
 
         self.base = base
         self.port = free_port()
@@ -336,6 +334,16 @@ class ComfyServerProcess:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.log = open(self.log_path, "wb")  # noqa: SIM115 -- closed in stop()
         self.process = subprocess.Popen(command, cwd=HOST, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.startup_timeout = startup_timeout
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until the server answers with the pack's nodes; RuntimeError with its log otherwise."""
+        import time
+        import urllib.request
+
+        startup_timeout = self.startup_timeout
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -438,5 +446,5 @@ def workflow_kit():
     return types.SimpleNamespace(
         host=HOST, root=ROOT, tiny_text_node=TINY_TEXT_NODE, shared_api_prompt=shared_api_prompt,
         tiny_workflow=tiny_workflow, write_test_images=write_test_images, comfy_base_folder=comfy_base_folder,
-        tiny_server_models=tiny_server_models, run_cli=run_cli,
+        tiny_server_models=tiny_server_models, run_cli=run_cli, server_process=ComfyServerProcess,
     )
