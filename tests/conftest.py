@@ -400,7 +400,9 @@ def comfy_base_folder(base: Path, models: dict[str, dict[str, Path | None]], ext
 
                 shutil.copyfile(source, target)
     write_test_images(base / "input")
-    (base / "user").mkdir()
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"Comfy.TutorialCompleted": true}')  # no first-run templates dialog over the graph
     return base
 
 
