@@ -325,12 +325,12 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
     from .nodes.workflow_runner import add_models_root, check_models, copy_outputs, execute, validate
 
     with tempfile.TemporaryDirectory(prefix="diffportrait3d-run-") as scratch:
-        inputs, outputs = Path(scratch) / "input", Path(scratch) / "output"
-        inputs.mkdir()
-        outputs.mkdir()
+        inputs, outputs, previews = Path(scratch) / "input", Path(scratch) / "output", Path(scratch) / "temp"
+        for folder in (inputs, outputs, previews):
+            folder.mkdir()
         try:
             session = start_comfyui(
-                input_directory=inputs, output_directory=outputs,
+                input_directory=inputs, output_directory=outputs, temp_directory=previews,
                 extra_model_paths=tuple(Path(p) for p in options.extra_model_paths_config),
             )
             for root in options.models:

@@ -26,6 +26,7 @@ def start_comfyui(
     cpu: bool | None = None,
     input_directory: Path | None = None,
     output_directory: Path | None = None,
+    temp_directory: Path | None = None,
     extra_model_paths: tuple[Path, ...] = (),
 ) -> types.SimpleNamespace:
     """Import the ComfyUI at ``host`` (default: found as the tests find it), load its built-in nodes and
@@ -66,6 +67,8 @@ def start_comfyui(
         folder_paths.set_output_directory(str(Path(output_directory).resolve()))
     if input_directory is not None:
         folder_paths.set_input_directory(str(Path(input_directory).resolve()))
+    if temp_directory is not None:
+        folder_paths.set_temp_directory(str(Path(temp_directory).resolve()))  # previews
     nodes = importlib.import_module("nodes")
     execution = importlib.import_module("execution")
 

@@ -35,19 +35,22 @@ USED_CORE_TYPES = {
 
 @contextmanager
 def comfy_folders(input_dir: Path, output_dir: Path, models: dict[str, Path]):
-    """ComfyUI's input and output folders pointed at temporary ones (restored after), model folders added."""
+    """ComfyUI's input, output and temp (preview) folders pointed at temporary ones (restored after), model
+    folders added."""
     import folder_paths
 
-    saved = folder_paths.get_input_directory(), folder_paths.get_output_directory()
+    saved = folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory()
     for folder, path in models.items():
         folder_paths.add_model_folder_path(folder, str(path))
     folder_paths.set_input_directory(str(input_dir))
     folder_paths.set_output_directory(str(output_dir))
+    folder_paths.set_temp_directory(str(output_dir.parent / "temp"))
     try:
         yield folder_paths
     finally:
         folder_paths.set_input_directory(saved[0])
         folder_paths.set_output_directory(saved[1])
+        folder_paths.set_temp_directory(saved[2])
 
 
 def test_committed_workflow_files_are_up_to_date(comfy_host):
