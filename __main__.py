@@ -255,7 +255,186 @@ def _run_bench(options) -> int:
     return 0
 
 
-COMMANDS = [_add_convert, _add_poses, _add_bench]
+def _add_workflows(commands) -> None:
+    parser = commands.add_parser(
+        "workflows",
+        help="write or check workflows/*.json (UI) and *.api.json from their descriptions",
+        description="Build the shared workflows from kernels/workflow_graphs.py with the node definitions of a "
+        "ComfyUI found like the tests find it (COMFYUI_PATH, ../.., ~/comfy/ComfyUI) and this pack.",
+    )
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--write", action="store_true", help="write the files")
+    action.add_argument("--check", action="store_true", help="exit 1 when a committed file is out of date")
+    parser.add_argument("--dir", default=None, help="workflows folder (default: the pack's workflows/)")
+    parser.set_defaults(run=_run_workflows)
+
+
+def _run_workflows(options) -> int:
+    from pathlib import Path
+
+    from .kernels.comfy_host import PACK_ROOT
+    from .kernels.workflow_graphs import workflow_files
+    from .nodes.comfy_session import ComfyUINotFound, node_definitions, start_comfyui
+
+    try:
+        start_comfyui(cpu=True)
+    except ComfyUINotFound as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    folder = Path(options.dir) if options.dir else PACK_ROOT / "workflows"
+    stale = []
+    for name, text in workflow_files(node_definitions()).items():
+        path = folder / name
+        if options.write:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+        elif not path.is_file() or path.read_text(encoding="utf-8") != text:
+            stale.append(str(path))
+    if stale:
+        print("out of date (run: python -m diffportrait3d workflows --write):\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_run(commands) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="run a workflow on portraits: in this process with ComfyUI's executor, or on ComfyUI servers",
+        description="Run a shared workflow (default: the official 8-view setup) for each portrait and write its "
+        "outputs to --out/<portrait>_<hash>/: views/view_NN.png, grid.png, orbit.webp, cameras.json. Without "
+        "--server, ComfyUI is imported in this process (COMFYUI_PATH, the pack's ../.., ~/comfy/ComfyUI); with "
+        "--server URL (repeatable) the jobs go through ComfyUI's HTTP API, spread over the servers.",
+    )
+    parser.add_argument("--image", action="append", required=True, metavar="PATH",
+                        help="a portrait, or a folder of portraits (repeatable)")
+    parser.add_argument("--workflow", default="official_8_views",
+                        help="API-format workflow JSON, or the name of a shared one in workflows/ (default official_8_views)")
+    parser.add_argument("--views", type=int, help="number of views (the workflow's 'Views' node)")
+    parser.add_argument("--steps", type=int, help="sampling steps (the workflow's 'Steps' node)")
+    parser.add_argument("--seed", type=int, help="seed (the workflow's 'Seed' node)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--server", action="append", metavar="URL",
+                        help="a running ComfyUI with this pack, e.g. http://127.0.0.1:8188 (repeatable)")
+    parser.add_argument("--timeout", type=float, default=7200.0, help="seconds one job may take on a server")
+    parser.add_argument("--models", action="append", default=[], metavar="DIR",
+                        help="in-process: a models folder laid out like ComfyUI/models (searched first; repeatable)")
+    parser.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
+                        help="in-process: ComfyUI extra_model_paths.yaml files (the host's own is always read)")
+    parser.set_defaults(run=_run_run)
+
+
+def _workflow_path(name: str):
+    from pathlib import Path
+
+    from .kernels.comfy_host import PACK_ROOT
+
+    path = Path(name)
+    if path.is_file():
+        return path
+    shared = PACK_ROOT / "workflows" / f"{name}.api.json"
+    if shared.is_file():
+        return shared
+    known = sorted(p.name[: -len(".api.json")] for p in (PACK_ROOT / "workflows").glob("*.api.json"))
+    raise FileNotFoundError(f"--workflow {name}: no such file, nor a shared workflow (shared: {', '.join(known)})")
+
+
+def _run_run(options) -> int:
+    from pathlib import Path
+
+    from .kernels.workflow_jobs import JobError, job_name, load_prompt, portrait_paths
+
+    settings = {"views": options.views, "seed": options.seed, "steps": options.steps}
+    for key in ("views", "steps"):
+        if settings[key] is not None and settings[key] < 1:
+            print(f"error: --{key} must be at least 1", file=sys.stderr)
+            return 2
+    try:
+        prompt = load_prompt(_workflow_path(options.workflow))
+        portraits = portrait_paths(options.image)
+    except (JobError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(options.out)
+    jobs = [(portrait, job_name(portrait)) for portrait in portraits]
+    if options.server:
+        return _run_on_servers(options, prompt, jobs, out, settings)
+    return _run_in_process(options, prompt, jobs, out, settings)
+
+
+def _run_on_servers(options, prompt, jobs, out, settings) -> int:
+    from .kernels.workflow_jobs import JobError, job_prompt, missing_models_message
+    from .nodes.server_client import ComfyServer, Job, ServerError, run_on_servers
+
+    try:
+        servers = [ComfyServer(url) for url in options.server]
+        probe = job_prompt(prompt, "portrait.png", "check", **settings)
+        for server in servers:
+            missing = server.missing_models(probe)
+            if missing:
+                folders = {item.folder: [f"models/{item.folder}/ on {server.url}"] for item in missing}
+                raise JobError(missing_models_message(missing, folders))
+    except (JobError, ServerError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    def report(job):
+        if job.error:
+            print(f"FAILED {job.portrait} on {job.server}: {job.error}", file=sys.stderr)
+        else:
+            print(f"{job.portrait} -> {out / job.name} ({len(job.written)} files, on {job.server})")
+
+    done = run_on_servers(servers, [Job(p, name) for p, name in jobs], prompt, out, settings, options.timeout, report)
+    failed = [job for job in done if job.error]
+    print(f"{len(done) - len(failed)} of {len(done)} portraits done on {len(servers)} server(s)")
+    return 1 if failed else 0
+
+
+def _run_in_process(options, prompt, jobs, out, settings) -> int:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .kernels.workflow_jobs import JobError, job_prompt
+    from .nodes.comfy_session import ComfyUINotFound, start_comfyui
+    from .nodes.workflow_runner import add_models_root, check_models, copy_outputs, execute, validate
+
+    with tempfile.TemporaryDirectory(prefix="diffportrait3d-run-") as scratch:
+        inputs, outputs, previews = Path(scratch) / "input", Path(scratch) / "output", Path(scratch) / "temp"
+        for folder in (inputs, outputs, previews):
+            folder.mkdir()
+        try:
+            session = start_comfyui(
+                input_directory=inputs, output_directory=outputs, temp_directory=previews,
+                extra_model_paths=tuple(Path(p) for p in options.extra_model_paths_config),
+            )
+            for root in options.models:
+                add_models_root(session.folder_paths, Path(root))
+            ready = []
+            for portrait, name in jobs:
+                image = f"{name}{portrait.suffix.lower()}"
+                shutil.copyfile(portrait, inputs / image)
+                ready.append((portrait, name, job_prompt(prompt, image, name, **settings)))
+            check_models(session.folder_paths, ready[0][2])
+        except (ComfyUINotFound, JobError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        executor, failed = None, 0
+        for portrait, name, job in ready:
+            try:
+                targets = validate(session.execution, job)
+                executor, produced = execute(session.execution, job, targets, executor)
+                written = copy_outputs(session.folder_paths, job, produced, out / name)
+            except JobError as error:
+                print(f"FAILED {portrait}: {error}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"{portrait} -> {out / name} ({len(written)} files)")
+        print(f"{len(ready) - failed} of {len(ready)} portraits done in this process (ComfyUI at {session.path})")
+        return 1 if failed else 0
+
+
+COMMANDS = [_add_convert, _add_poses, _add_run, _add_workflows, _add_bench]
 
 
 def main(argv: list[str] | None = None) -> int:

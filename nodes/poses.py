@@ -154,12 +154,16 @@ class SaveCameraJSON(io.ComfyNode):
         import folder_paths
 
         cameras = check_cameras(cameras)
-        folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{name}_{counter:05}.json")
+        filename = f"{name}_{counter:05}.json"
+        path = os.path.join(folder, filename)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(cameras.to_json())
-        return io.NodeOutput(path, ui=ui.PreviewText(path))
+        # "text" is shown in the frontend; "json" names the file like saved images so HTTP clients can fetch it
+        # through /view (python -m diffportrait3d run --server does).
+        saved = {"filename": filename, "subfolder": subfolder, "type": "output"}
+        return io.NodeOutput(path, ui={**ui.PreviewText(path).as_dict(), "json": [saved]})
 
 
 def _look_inputs():

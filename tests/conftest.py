@@ -248,3 +248,205 @@ def tiny_dp3d_factory(comfy_host, tmp_path_factory):
 @pytest.fixture
 def tiny_dp3d(tiny_dp3d_factory):
     return tiny_dp3d_factory(FIXTURES)
+
+
+# ------------------------------------------------------------------------------------- workflows, servers
+
+WORKFLOWS_DIR = ROOT / "workflows"
+TINY_TEXT_NODE = ROOT / "tests" / "comfy_custom_nodes" / "dp3d_tiny_text"
+TEXT_NODES = ("3", "20", "21")  # CLIPLoader and the two CLIPTextEncode nodes of every shared workflow
+
+
+def shared_api_prompt(name: str) -> dict:
+    import json
+
+    return json.loads((WORKFLOWS_DIR / f"{name}.api.json").read_text(encoding="utf-8"))
+
+
+def tiny_workflow(name: str = "official_8_views", size: int = 64, steps: int = 2) -> dict:
+    """A shared workflow's API prompt made runnable with the tiny reference model: the text encoder and
+    CLIPTextEncode nodes become the test-only DP3DTestTinyText node (the tiny model has no CLIP; its text
+    context is the golden one), images are ``size`` pixels and Steps is ``steps``. Every DiffPortrait3D
+    node, link and output node stays as shipped."""
+    prompt = shared_api_prompt(name)
+    del prompt["3"]
+    for node_id in TEXT_NODES[1:]:
+        prompt[node_id] = {"inputs": {}, "class_type": "DP3DTestTinyText", "_meta": prompt[node_id]["_meta"]}
+    for node in prompt.values():
+        if node["class_type"] == "EmptyLatentImage":
+            node["inputs"].update(width=size, height=size)
+        if node["class_type"].startswith("DP3DPose") and "size" in node["inputs"]:
+            node["inputs"]["size"] = size
+        if node["_meta"]["title"] == "Steps":
+            node["inputs"]["value"] = steps
+    return prompt
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory) -> Path:
+    """A folder with the tiny reference model converted (fp32) under the official file names."""
+    from diffportrait3d.kernels.checkpoint_convert import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny_models")
+    convert_checkpoint(FIXTURES / "tiny_official.safetensors", out, dtype="fp32", config_path=FIXTURES / "tiny_config.json")
+    return out
+
+
+def write_test_images(folder: Path) -> dict[str, Path]:
+    """A small portrait PNG and a 4-frame animated driving WEBP, the input names the shared workflows use."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:96, 0:96]
+    face = ((x - 48) ** 2 / 30**2 + (y - 50) ** 2 / 38**2) < 1
+    pixels = np.where(face[..., None], [214, 170, 140], [245, 245, 245]).astype(np.uint8)
+    Image.fromarray(pixels).save(folder / "portrait.png")
+    frames = [Image.fromarray(np.roll(pixels, shift, axis=1)) for shift in (-12, -4, 4, 12)]
+    frames[0].save(folder / "driving_frames.webp", save_all=True, append_images=frames[1:], duration=100)
+    return {"portrait": folder / "portrait.png", "driving": folder / "driving_frames.webp"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ComfyServerProcess:
+    """``main.py --cpu`` of the host on 127.0.0.1 and a free port, in ``base`` (its own custom_nodes,
+    models, input, output and user folders, so nothing is written into the ComfyUI checkout)."""
+
+    def __init__(self, base: Path, startup_timeout: float = 120.0, wait: bool = True):
+        import subprocess
+
+        self.base = base
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "server.log"
+        command = [
+            sys.executable, str(HOST / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            "--disable-api-nodes", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+            "--disable-auto-launch",
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 -- closed in stop()
+        self.process = subprocess.Popen(command, cwd=HOST, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.startup_timeout = startup_timeout
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until the server answers with the pack's nodes; RuntimeError with its log otherwise."""
+        import time
+        import urllib.request
+
+        startup_timeout = self.startup_timeout
+        deadline = time.monotonic() + startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"ComfyUI server exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/object_info/DP3DCameraPath", timeout=2) as answer:
+                    if answer.status == 200 and json_loads(answer.read()):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"ComfyUI server not ready after {startup_timeout:.0f} s (or the pack did not load):\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self.log.close()
+
+
+def json_loads(data: bytes):
+    import json
+
+    return json.loads(data)
+
+
+def comfy_base_folder(base: Path, models: dict[str, dict[str, Path | None]], extra_custom_nodes=()) -> Path:
+    """A ComfyUI base directory: custom_nodes/ with this pack (a link to the checkout) and ``extra_custom_nodes``,
+    models/<folder>/<name> copied from a path (or an empty placeholder for None), input/ with the test images."""
+    nodes_dir = base / "custom_nodes"
+    nodes_dir.mkdir(parents=True)
+    (nodes_dir / "diffportrait3d").symlink_to(ROOT, target_is_directory=True)
+    for extra in extra_custom_nodes:
+        (nodes_dir / extra.name).symlink_to(extra, target_is_directory=True)
+    for folder, files in models.items():
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        for name, source in files.items():
+            target = base / "models" / folder / name
+            if source is None:
+                target.touch()
+            else:
+                import shutil
+
+                shutil.copyfile(source, target)
+    write_test_images(base / "input")
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"Comfy.TutorialCompleted": true}')  # no first-run templates dialog over the graph
+    return base
+
+
+@pytest.fixture
+def comfy_server_factory():
+    """Start ComfyUI servers (``ComfyServerProcess(base)``); every one is stopped after the test."""
+    if HOST is None:
+        pytest.skip(HOST_SKIP_REASON)
+    started = []
+
+    def start(base: Path) -> ComfyServerProcess:
+        server = ComfyServerProcess(base)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def tiny_server_models(tiny_model_files: Path) -> dict:
+    return {"diffportrait3d": {path.name: path for path in tiny_model_files.glob("*.safetensors")}}
+
+
+def run_cli(*args, cwd: Path, timeout: int = 300):
+    """``python -m diffportrait3d ...`` of this checkout (the package name linked to it) in a new process."""
+    import subprocess
+
+    link_root = cwd / "pkg"
+    if not link_root.exists():
+        link_root.mkdir()
+        (link_root / "diffportrait3d").symlink_to(ROOT, target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(link_root), "OMP_NUM_THREADS": "1"}
+    if HOST is not None:
+        env["COMFYUI_PATH"] = str(HOST)
+    return subprocess.run([sys.executable, "-m", "diffportrait3d", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def workflow_kit():
+    """Helpers of the workflow tests (conftest is not importable under --import-mode=importlib)."""
+    return types.SimpleNamespace(
+        host=HOST, root=ROOT, tiny_text_node=TINY_TEXT_NODE, shared_api_prompt=shared_api_prompt,
+        tiny_workflow=tiny_workflow, write_test_images=write_test_images, comfy_base_folder=comfy_base_folder,
+        tiny_server_models=tiny_server_models, run_cli=run_cli, server_process=ComfyServerProcess,
+    )

@@ -1,0 +1,194 @@
+"""The pack's shared workflows, each described once (``python -m diffportrait3d workflows --write`` turns
+them into ``workflows/<name>.json`` (UI) and ``workflows/<name>.api.json`` (API)).
+
+Every workflow has the nodes the ``run`` command drives, found by title: a LoadImage titled ``Portrait``,
+and core PrimitiveInt nodes ``Views``, ``Steps`` and ``Seed`` (each feeds every input that must agree:
+the camera path and the latent batch; the noise and the sampler). Outputs are written under
+``diffportrait3d/<role>`` (views, grid, orbit, cameras), which names the files ``run`` copies out.
+"""
+
+from __future__ import annotations
+
+from .workflow_format import Group, Workflow
+
+MODEL_FILES = {
+    "unet": "diffportrait3d_unet.safetensors",
+    "vae": "diffportrait3d_vae.safetensors",
+    "text_encoder": "diffportrait3d_text_encoder.safetensors",
+    "appearance": "diffportrait3d_appearance.safetensors",
+    "pose_controlnet": "diffportrait3d_pose_controlnet.safetensors",
+    "cross_view": "diffportrait3d_cross_view.safetensors",
+}
+EXAMPLE_LORA = "your_sd15_lora.safetensors"
+PORTRAIT = "portrait.png"
+DRIVING_FRAMES = "driving_frames.webp"
+OUTPUT_ROLES = ("views", "grid", "orbit", "cameras")
+CONTROL_TITLES = {"portrait": "Portrait", "views": "Views", "steps": "Steps", "seed": "Seed"}
+
+# Layout columns of the UI workflow, left to right.
+MODELS, INPUTS, TEXT, CAMERAS, POSE_PREVIEW, START, SAMPLER, OUTPUTS, MORE_OUTPUTS = range(9)
+GROUPS = [
+    Group("1. Models", (MODELS,)),
+    Group("2. Portrait and settings", (INPUTS,)),
+    Group("3. Text and reference", (TEXT,)),
+    Group("4. Cameras and pose condition", (CAMERAS, POSE_PREVIEW)),
+    Group("5. 3D-aware start, cross-view sampling", (START, SAMPLER)),
+    Group("6. Outputs", (OUTPUTS, MORE_OUTPUTS), "#3f8e5a"),
+]
+
+
+def _models(flow: Workflow) -> None:
+    flow.add(1, "DP3DUNetLoader", "DiffPortrait3D UNet", MODELS, unet=MODEL_FILES["unet"])
+    flow.add(2, "DP3DVAELoader", "DiffPortrait3D VAE", MODELS, vae=MODEL_FILES["vae"])
+    flow.add(3, "CLIPLoader", "Text encoder (SD1.5 CLIP from the checkpoint)", MODELS,
+             clip_name=MODEL_FILES["text_encoder"], type="stable_diffusion")
+    flow.add(4, "DP3DAppearanceNetLoader", "Appearance net", MODELS, appearance_net=MODEL_FILES["appearance"])
+    flow.add(5, "DP3DPoseControlNetLoader", "Pose ControlNet", MODELS, pose_controlnet=MODEL_FILES["pose_controlnet"])
+    flow.add(6, "DP3DCrossViewLoader", "Cross-view modules", MODELS, cross_view=MODEL_FILES["cross_view"])
+
+
+def _settings(flow: Workflow, views: int, steps: int = 50, seed: int = 0) -> None:
+    flow.add(10, "LoadImage", CONTROL_TITLES["portrait"], INPUTS, image=PORTRAIT)
+    flow.add(11, "PrimitiveInt", CONTROL_TITLES["views"], INPUTS, value=views)
+    flow.add(12, "PrimitiveInt", CONTROL_TITLES["steps"], INPUTS, value=steps)
+    flow.add(13, "PrimitiveInt", CONTROL_TITLES["seed"], INPUTS, value=seed)
+
+
+def _text(flow: Workflow) -> None:
+    flow.add(20, "CLIPTextEncode", "Positive text (empty, as in the paper)", TEXT, text="", clip=(3, 0))
+    flow.add(21, "CLIPTextEncode", "Negative text (empty)", TEXT, text="", clip=(3, 0))
+
+
+def _reference(flow: Workflow, model=(1, 0)) -> None:
+    flow.add(24, "DP3DAppearanceReferenceEncoder", "Appearance reference", TEXT,
+             model=model, appearance_net=(4, 0), vae=(2, 0), reference_image=(10, 0))
+
+
+def _pose_preview(flow: Workflow) -> None:
+    flow.add(25, "DP3DPreviewGrid", "Pose condition grid", POSE_PREVIEW, images=(23, 0), columns=8)
+    flow.add(26, "PreviewImage", "Pose conditions (preview)", POSE_PREVIEW, images=(25, 0))
+
+
+def _sampling(flow: Workflow, window_mode="official", window_size=8, window_stride=4) -> None:
+    flow.add(30, "ControlNetApplyAdvanced", "Pose ControlNet on the positive", START, positive=(20, 0),
+             negative=(21, 0), control_net=(5, 0), image=(23, 0), strength=1.0, start_percent=0.0, end_percent=1.0)
+    flow.add(31, "EmptyLatentImage", "One latent per view", START, width=512, height=512, batch_size=(11, 0))
+    flow.add(32, "DP3DNoise", "3D-aware start", START, model=(24, 0), latent=(31, 0), source="reference_warped",
+             seed=(13, 0), steps=(12, 0), vae=(2, 0), reference_image=(10, 0), cameras=(22, 0))
+    flow.add(33, "DP3DCrossViewSampler", "Cross-view sampler (DDIM, eta 0.5, CFG 3)", SAMPLER, model=(24, 0),
+             cross_view=(6, 0), positive=(30, 0), negative=(30, 1), latent_image=(31, 0), seed=(13, 0),
+             steps=(12, 0), cfg=3.0, eta=0.5, window_mode=window_mode, window_size=window_size,
+             window_stride=window_stride, noise=(32, 0))
+    flow.add(34, "VAEDecode", "Decode views", SAMPLER, samples=(33, 0), vae=(2, 0))
+
+
+def _outputs(flow: Workflow, grid_columns: int, fps: float) -> None:
+    flow.add(40, "SaveImage", "Save views", OUTPUTS, images=(34, 0), filename_prefix="diffportrait3d/views")
+    flow.add(41, "DP3DPreviewGrid", "Grid of views", OUTPUTS, images=(34, 0), columns=grid_columns)
+    flow.add(42, "SaveImage", "Save grid", OUTPUTS, images=(41, 0), filename_prefix="diffportrait3d/grid")
+    flow.add(43, "SaveAnimatedWEBP", "Save orbit animation", MORE_OUTPUTS, images=(34, 0),
+             filename_prefix="diffportrait3d/orbit", fps=fps, lossless=False, quality=90)
+    flow.add(44, "DP3DSaveCameraJSON", "Save cameras", MORE_OUTPUTS, cameras=(22, 0),
+             filename_prefix="diffportrait3d/cameras")
+
+
+def _template_poses(flow: Workflow, **camera) -> None:
+    flow.add(22, "DP3DCameraPath", "Cameras", CAMERAS, views=(11, 0), **camera)
+    flow.add(23, "DP3DPoseTemplateHead", "Pose condition (template head)", CAMERAS, cameras=(22, 0), size=512)
+
+
+MODEL_NOTE = (
+    "## Model files\n"
+    "Convert the official checkpoint once:\n"
+    "`python -m diffportrait3d convert model_state-540000-001.th --out ComfyUI/models/diffportrait3d`\n"
+    "then move `diffportrait3d_text_encoder.safetensors` to `ComfyUI/models/text_encoders/`.\n"
+)
+
+
+def official() -> Workflow:
+    flow = Workflow("official_8_views", groups=list(GROUPS))
+    _models(flow)
+    _settings(flow, views=8)
+    _text(flow)
+    _template_poses(flow, preset="official16")
+    _reference(flow)
+    _pose_preview(flow)
+    _sampling(flow)
+    _outputs(flow, grid_columns=4, fps=6.0)
+    flow.note(90, MODEL_NOTE + "\n## Official setup\nOne portrait, 8 views on the official elliptical orbit "
+              "(every other view of the 16-view orbit: one cross-view window), DDIM 50 steps, eta 0.5, CFG 3, "
+              "empty prompt, 3D-aware start.\nPut your portrait in **Portrait** and press Queue.", INPUTS)
+    return flow
+
+
+def long_orbit() -> Workflow:
+    flow = Workflow("long_orbit_32_views", groups=list(GROUPS))
+    _models(flow)
+    _settings(flow, views=32)
+    _text(flow)
+    _template_poses(flow, preset="official16")
+    _reference(flow)
+    _pose_preview(flow)
+    _sampling(flow, window_mode="looped", window_size=8, window_stride=4)
+    _outputs(flow, grid_columns=8, fps=12.0)
+    flow.note(90, MODEL_NOTE + "\n## Long orbit\n32 views around the closed official ellipse. Looped windows of 8 "
+              "views, stride 4: every view shares windows with its neighbours and view 31 neighbours view 0, so "
+              "the animation loops without a seam. For a full turn set Cameras to turntable360.", INPUTS)
+    return flow
+
+
+def driving_frames() -> Workflow:
+    flow = Workflow("driving_frames_pose", groups=list(GROUPS))
+    _models(flow)
+    _settings(flow, views=8)
+    flow.add(14, "LoadImage", "Driving frames (animated WEBP/GIF of a head turning)", INPUTS, image=DRIVING_FRAMES)
+    _text(flow)
+    flow.add(22, "DP3DCameraPath", "Cameras", CAMERAS, views=(11, 0), preset="yaw_sweep", yaw_min=-45.0, yaw_max=45.0)
+    flow.add(23, "DP3DPoseDrivingFrames", "Pose condition (driving frames)", CAMERAS, cameras=(22, 0),
+             frames=(14, 0), size=512, frame_poses="linear_sweep", yaw_start=-45.0, yaw_end=45.0)
+    _reference(flow)
+    _pose_preview(flow)
+    _sampling(flow)
+    _outputs(flow, grid_columns=4, fps=6.0)
+    flow.note(90, MODEL_NOTE + "\n## Driving frames\nThe pose comes from frames of another person turning their head "
+              "(an animated WEBP/GIF loads as a batch of frames): each camera gets the frame with the nearest yaw, "
+              "re-framed like the official condition images. Set yaw_start/yaw_end to the turn in your clip.", INPUTS)
+    return flow
+
+
+def with_lora_and_freeu() -> Workflow:
+    flow = Workflow("lora_freeu_combined", groups=list(GROUPS))
+    _models(flow)
+    flow.add(7, "LoraLoaderModelOnly", "Your SD1.5 LoRA", MODELS, model=(1, 0), lora_name=EXAMPLE_LORA,
+             strength_model=0.6)
+    flow.add(8, "FreeU_V2", "FreeU (SD1.5 values)", MODELS, model=(7, 0), b1=1.5, b2=1.6, s1=0.9, s2=0.2)
+    _settings(flow, views=8)
+    _text(flow)
+    _template_poses(flow, preset="official16")
+    _reference(flow, model=(8, 0))
+    _pose_preview(flow)
+    _sampling(flow)
+    _outputs(flow, grid_columns=4, fps=6.0)
+    flow.note(90, MODEL_NOTE + "\n## With other SD nodes\nThe DiffPortrait3D UNet goes through a LoRA and FreeU before "
+              "the appearance reference and cross-view attention are added: the pack patches a clone of whatever "
+              f"MODEL it gets. Put an SD1.5 LoRA in models/loras/ and pick it instead of {EXAMPLE_LORA}.", INPUTS)
+    return flow
+
+
+WORKFLOWS = {flow().name: flow for flow in (official, long_orbit, driving_frames, with_lora_and_freeu)}
+OFFICIAL = "official_8_views"
+
+
+def workflow_files(definitions: dict) -> dict[str, str]:
+    """``{file name: JSON text}`` of every shared workflow: ``<name>.json`` (UI) and ``<name>.api.json``."""
+    import json
+
+    from .workflow_format import api_prompt, complete_inputs, ui_workflow
+
+    files = {}
+    for name, build in WORKFLOWS.items():
+        flow = build()
+        complete_inputs(flow, definitions)
+        files[f"{name}.json"] = json.dumps(ui_workflow(flow, definitions), indent=1) + "\n"
+        files[f"{name}.api.json"] = json.dumps(api_prompt(flow), indent=1) + "\n"
+    return files

@@ -1,0 +1,65 @@
+"""``python -m diffportrait3d run --server`` against real ComfyUI servers (``main.py --cpu`` on 127.0.0.1,
+free ports, their own base folders): portraits spread over two servers, outputs downloaded in the documented
+layout; missing model files reported before anything is queued."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.host
+
+
+@pytest.fixture(scope="module")
+def two_tiny_servers(tiny_model_files, tmp_path_factory, workflow_kit):
+    """Two servers with the pack, the test-only tiny text node and the tiny model under the official names
+    (no text encoder, no LoRA). Stopped after the module."""
+    models = workflow_kit.tiny_server_models(tiny_model_files)
+    servers = []
+    try:
+        for index in range(2):
+            base = workflow_kit.comfy_base_folder(tmp_path_factory.mktemp(f"server{index}"), models, [workflow_kit.tiny_text_node])
+            servers.append(workflow_kit.server_process(base, wait=False))  # both start at once
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_run_spreads_portraits_over_servers_and_downloads_the_outputs(two_tiny_servers, tmp_path, workflow_kit):
+    portraits = tmp_path / "portraits"
+    images = workflow_kit.write_test_images(portraits)
+    images["driving"].unlink()
+    for index in range(2):  # three portraits in all
+        (portraits / f"friend_{index}.png").write_bytes(images["portrait"].read_bytes())
+    workflow = tmp_path / "tiny_official.api.json"
+    workflow.write_text(json.dumps(workflow_kit.tiny_workflow()))
+    urls = [server.url for server in two_tiny_servers]
+    result = workflow_kit.run_cli("run", "--image", str(portraits), "--workflow", str(workflow), "--views", "8",
+                                  "--seed", "4", "--out", str(tmp_path / "out"), "--timeout", "240",
+                                  *[arg for url in urls for arg in ("--server", url)], cwd=tmp_path)
+    logs = "\n".join(server.log_tail() for server in two_tiny_servers)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-3000:]}\n{logs}"
+    assert "3 of 3 portraits done on 2 server(s)" in result.stdout
+    assert all(url in result.stdout for url in urls), result.stdout  # both servers took work
+    jobs = sorted((tmp_path / "out").iterdir())
+    assert [job.name.rsplit("_", 1)[0] for job in jobs] == ["friend_0", "friend_1", "portrait"]
+    for job in jobs:
+        files = sorted(str(p.relative_to(job)) for p in job.rglob("*") if p.is_file())
+        assert files == sorted(["cameras.json", "grid.png", "orbit.webp"] + [f"views/view_{i:02d}.png" for i in range(8)])
+        assert len(json.loads((job / "cameras.json").read_text())["views"]) == 8
+        assert (job / "orbit.webp").read_bytes()[:4] == b"RIFF"
+
+
+def test_run_reports_missing_models_of_a_server_before_queueing(two_tiny_servers, tmp_path, workflow_kit):
+    server = two_tiny_servers[0]
+    before = server.log_tail(100_000).count("Prompt executed")
+    images = workflow_kit.write_test_images(tmp_path / "images")
+    result = workflow_kit.run_cli("run", "--image", str(images["portrait"]), "--workflow", "lora_freeu_combined",
+                                  "--out", str(tmp_path / "out"), "--server", server.url, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "2 model file(s) missing" in result.stderr
+    assert f"diffportrait3d_text_encoder.safetensors  ->  models/text_encoders/ on {server.url}" in result.stderr
+    assert f"your_sd15_lora.safetensors  ->  models/loras/ on {server.url}" in result.stderr
+    assert server.log_tail(100_000).count("Prompt executed") == before and not (tmp_path / "out").exists()

@@ -1,0 +1,133 @@
+"""The shared workflows as files (no ComfyUI needed): both formats of every workflow describe the same graph,
+the nodes the run command drives are there, and a job is set up and laid out as documented."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diffportrait3d.kernels.workflow_format import NOTE_TYPES, is_link, ui_matches_api
+from diffportrait3d.kernels.workflow_graphs import CONTROL_TITLES, OFFICIAL, OUTPUT_ROLES, WORKFLOWS
+from diffportrait3d.kernels.workflow_jobs import (
+    JobError,
+    job_name,
+    job_prompt,
+    load_prompt,
+    missing_models_message,
+    model_files,
+    output_files,
+    portrait_paths,
+)
+
+WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
+
+
+def load(name: str, suffix: str) -> dict:
+    return json.loads((WORKFLOWS_DIR / f"{name}{suffix}").read_text(encoding="utf-8"))
+
+
+def test_every_workflow_ships_both_formats_and_nothing_else():
+    shipped = {p.name for p in WORKFLOWS_DIR.glob("*.json")}
+    expected = {f"{name}{suffix}" for name in WORKFLOWS for suffix in (".json", ".api.json")}
+    assert shipped == expected
+    assert len(WORKFLOWS) >= 4 and OFFICIAL in WORKFLOWS
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_ui_and_api_files_describe_the_same_graph(name):
+    ui, api = load(name, ".json"), load(name, ".api.json")
+    assert ui["version"] == 0.4
+    assert ui_matches_api(ui, api) == []
+    for node in ui["nodes"]:
+        if node["type"] in NOTE_TYPES:
+            continue
+        for socket in node["inputs"]:  # every socket input the UI shows is linked (nothing left dangling)
+            assert socket["link"] is not None or socket.get("shape") == 7, (name, node["id"], socket["name"])
+
+
+def test_ui_consistency_check_finds_a_changed_link():
+    ui, api = load(OFFICIAL, ".json"), load(OFFICIAL, ".api.json")
+    api["33"]["inputs"]["negative"] = ["30", 0]
+    assert any("links differ" in problem for problem in ui_matches_api(ui, api))
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_run_controls_and_outputs_are_present(name):
+    api = load(name, ".api.json")
+    titles = {node["_meta"]["title"]: node for node in api.values()}
+    assert titles[CONTROL_TITLES["portrait"]]["class_type"] == "LoadImage"
+    for key in ("views", "steps", "seed"):
+        assert titles[CONTROL_TITLES[key]]["class_type"] == "PrimitiveInt"
+    prefixes = {node["inputs"].get("filename_prefix") for node in api.values()}
+    assert {f"diffportrait3d/{role}" for role in OUTPUT_ROLES} <= prefixes
+    steps_id = next(i for i, n in api.items() if n["_meta"]["title"] == "Steps")
+    sampler = next(n for n in api.values() if n["class_type"] == "DP3DCrossViewSampler")
+    noise = next(n for n in api.values() if n["class_type"] == "DP3DNoise")
+    assert sampler["inputs"]["steps"] == noise["inputs"]["steps"] == [steps_id, 0]  # one Steps for both
+    assert sampler["inputs"]["noise"] == [next(i for i, n in api.items() if n is noise), 0]
+
+
+def test_official_workflow_is_the_official_setup():
+    api = load(OFFICIAL, ".api.json")
+    by_type = {node["class_type"]: node["inputs"] for node in api.values()}
+    sampler = by_type["DP3DCrossViewSampler"]
+    assert (sampler["cfg"], sampler["eta"], sampler["window_mode"], sampler["window_size"]) == (3.0, 0.5, "official", 8)
+    values = {node["_meta"]["title"]: node["inputs"].get("value") for node in api.values()}
+    assert values["Views"] == 8 and values["Steps"] == 50
+    assert by_type["DP3DCameraPath"]["preset"] == "official16"
+    assert by_type["EmptyLatentImage"]["width"] == by_type["EmptyLatentImage"]["height"] == 512
+    assert all(n["inputs"]["text"] == "" for n in api.values() if n["class_type"] == "CLIPTextEncode")
+    assert by_type["DP3DNoise"]["source"] == "reference_warped"
+    assert {n["class_type"] for n in api.values()} >= {"SaveImage", "SaveAnimatedWEBP", "DP3DSaveCameraJSON", "DP3DPreviewGrid"}
+
+
+def test_job_prompt_sets_the_portrait_numbers_and_output_folders():
+    api = load(OFFICIAL, ".api.json")
+    job = job_prompt(api, "me.png", "me_1234", views=16, seed=5, steps=20)
+    titled = {node["_meta"]["title"]: node for node in job.values()}
+    assert titled["Portrait"]["inputs"]["image"] == "me.png"
+    assert (titled["Views"]["inputs"]["value"], titled["Seed"]["inputs"]["value"], titled["Steps"]["inputs"]["value"]) == (16, 5, 20)
+    assert titled["Save views"]["inputs"]["filename_prefix"] == "diffportrait3d/me_1234/views"
+    assert api["10"]["inputs"]["image"] == "portrait.png"  # the shipped prompt is not changed
+    del api["11"]
+    with pytest.raises(JobError, match="no node titled 'Views'"):
+        job_prompt(api, "me.png", "me", views=4)
+
+
+def test_model_files_and_the_missing_models_message():
+    files = model_files(load("lora_freeu_combined", ".api.json"))
+    folders = {item.filename: item.folder for item in files}
+    assert folders["diffportrait3d_unet.safetensors"] == "diffportrait3d"
+    assert folders["diffportrait3d_text_encoder.safetensors"] == "text_encoders"
+    assert folders["your_sd15_lora.safetensors"] == "loras"
+    message = missing_models_message(files, {"loras": ["/x/models/loras"]})
+    assert "your_sd15_lora.safetensors  ->  /x/models/loras" in message
+    assert "diffportrait3d_cross_view.safetensors  ->  models/diffportrait3d/" in message
+    assert "python -m diffportrait3d convert" in message
+
+
+def test_output_files_are_named_by_role():
+    api = job_prompt(load(OFFICIAL, ".api.json"), "p.png", "p_1")
+    history = {
+        "40": {"images": [{"filename": f"views_{i:05}_.png", "subfolder": "diffportrait3d/p_1", "type": "output"} for i in range(3)]},
+        "42": {"images": [{"filename": "grid_00001_.png", "subfolder": "diffportrait3d/p_1", "type": "output"}]},
+        "43": {"images": [{"filename": "orbit_00001_.webp", "subfolder": "diffportrait3d/p_1", "type": "output"}], "animated": [True]},
+        "44": {"text": ["/abs/cameras_00001.json"], "json": [{"filename": "cameras_00001.json", "subfolder": "diffportrait3d/p_1", "type": "output"}]},
+        "26": {"images": [{"filename": "preview.png", "subfolder": "", "type": "temp"}]},
+    }
+    names = sorted(item.destination for item in output_files(api, history))
+    assert names == ["cameras.json", "grid.png", "orbit.webp", "views/view_00.png", "views/view_01.png", "views/view_02.png"]
+
+
+def test_inputs_of_the_run_command(tmp_path):
+    ui_file = WORKFLOWS_DIR / f"{OFFICIAL}.json"
+    with pytest.raises(JobError, match="UI workflow"):
+        load_prompt(ui_file)
+    assert all(not is_link(v) or isinstance(v[0], str) for n in load_prompt(WORKFLOWS_DIR / f"{OFFICIAL}.api.json").values() for v in n["inputs"].values())
+    (tmp_path / "b.png").write_bytes(b"x")
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    assert [p.name for p in portrait_paths([str(tmp_path)])] == ["a.jpg", "b.png"]
+    with pytest.raises(JobError, match="no such file"):
+        portrait_paths([str(tmp_path / "missing.png")])
+    assert job_name(tmp_path / "my portrait (1).png").startswith("my_portrait_1_")

@@ -1,0 +1,138 @@
+"""The shared workflows inside the real ComfyUI: the committed files are what the node definitions give,
+every API prompt passes ComfyUI's own validation, and the official workflow runs end to end with the tiny
+reference model through the same functions as ``python -m diffportrait3d run``."""
+
+import asyncio
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from diffportrait3d.kernels.workflow_format import check_against_definitions
+from diffportrait3d.kernels.workflow_graphs import OFFICIAL, WORKFLOWS, workflow_files
+
+pytestmark = pytest.mark.host
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_api_prompt(name: str) -> dict:
+    return json.loads((ROOT / "workflows" / f"{name}.api.json").read_text(encoding="utf-8"))
+
+
+def definitions_of(comfy_host) -> dict:
+    from diffportrait3d.nodes.comfy_session import node_definition
+
+    return {name: node_definition(cls) for name, cls in comfy_host.nodes.NODE_CLASS_MAPPINGS.items()
+            if name.startswith("DP3D") or name in USED_CORE_TYPES}
+
+
+USED_CORE_TYPES = {
+    node["class_type"] for name in WORKFLOWS for node in shared_api_prompt(name).values()
+} | {"KSampler"}
+
+
+@contextmanager
+def comfy_folders(input_dir: Path, output_dir: Path, models: dict[str, Path]):
+    """ComfyUI's input, output and temp (preview) folders pointed at temporary ones (restored after), model
+    folders added."""
+    import folder_paths
+
+    saved = folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory()
+    for folder, path in models.items():
+        folder_paths.add_model_folder_path(folder, str(path))
+    folder_paths.set_input_directory(str(input_dir))
+    folder_paths.set_output_directory(str(output_dir))
+    folder_paths.set_temp_directory(str(output_dir.parent / "temp"))
+    try:
+        yield folder_paths
+    finally:
+        folder_paths.set_input_directory(saved[0])
+        folder_paths.set_output_directory(saved[1])
+        folder_paths.set_temp_directory(saved[2])
+
+
+def test_committed_workflow_files_are_up_to_date(comfy_host):
+    stale = [name for name, text in workflow_files(definitions_of(comfy_host)).items()
+             if (ROOT / "workflows" / name).read_text(encoding="utf-8") != text]
+    assert not stale, f"out of date: {stale}; run: python -m diffportrait3d workflows --write"
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_api_prompt_validates_against_the_node_definitions(comfy_host, run_prompt, tiny_model_files, tmp_path, name,
+                                                          workflow_kit):
+    prompt = shared_api_prompt(name)
+    assert check_against_definitions(prompt, definitions_of(comfy_host)) == []
+    placeholders = tmp_path / "models"
+    for folder, filename in (("text_encoders", "diffportrait3d_text_encoder.safetensors"), ("loras", "your_sd15_lora.safetensors")):
+        (placeholders / folder).mkdir(parents=True)
+        (placeholders / folder / filename).touch()  # validation lists file names only; nothing is loaded
+    models = {"diffportrait3d": tiny_model_files, "text_encoders": placeholders / "text_encoders", "loras": placeholders / "loras"}
+    workflow_kit.write_test_images(tmp_path / "input")
+    with comfy_folders(tmp_path / "input", tmp_path / "output", models):
+        valid, error, outputs, node_errors = run_prompt(prompt, expect_invalid=True)
+    assert valid and not node_errors, (error, node_errors)
+    assert len(outputs) >= 4  # views, grid, orbit, cameras (and the pose preview)
+
+
+def test_definition_check_names_a_wrong_link_and_a_bad_value(comfy_host):
+    prompt = shared_api_prompt(OFFICIAL)
+    prompt["33"]["inputs"]["positive"] = ["31", 0]
+    prompt["33"]["inputs"]["cfg"] = "three"
+    prompt["33"]["inputs"]["colour"] = 1
+    problems = check_against_definitions(prompt, definitions_of(comfy_host))
+    assert "node 33 input 'positive' (CONDITIONING) is fed LATENT by node 31" in problems
+    assert "node 33 input 'cfg' (FLOAT) has value 'three'" in problems
+    assert "node 33 (DP3DCrossViewSampler): unknown input 'colour'" in problems
+
+
+def test_official_workflow_runs_end_to_end_with_the_tiny_model(comfy_host, tiny_model_files, tmp_path, workflow_kit):
+    """The shipped official API prompt with only its text encoding swapped for the tiny model's golden text
+    context (``tiny_workflow``: the tiny model has no CLIP), 8 views of 64x64 and 2 steps, run by ComfyUI's
+    PromptExecutor through the run command's own functions; the outputs land in the documented layout."""
+    import execution
+    import numpy as np
+    from PIL import Image
+
+    from diffportrait3d.kernels.workflow_jobs import job_prompt
+    from diffportrait3d.nodes.workflow_runner import check_models, copy_outputs, execute, validate
+
+    if "DP3DTestTinyText" not in comfy_host.nodes.NODE_CLASS_MAPPINGS:
+        assert asyncio.run(comfy_host.nodes.load_custom_node(str(workflow_kit.tiny_text_node)))
+    workflow_kit.write_test_images(tmp_path / "input")
+    with comfy_folders(tmp_path / "input", tmp_path / "output", {"diffportrait3d": tiny_model_files}) as folder_paths:
+        prompt = job_prompt(workflow_kit.tiny_workflow(), "portrait.png", "tiny_job", seed=3)
+        check_models(folder_paths, prompt)
+        _, produced = execute(execution, prompt, validate(execution, prompt))
+        written = copy_outputs(folder_paths, prompt, produced, tmp_path / "out")
+    out = tmp_path / "out"
+    assert sorted(str(p.relative_to(out)) for p in written) == sorted(
+        ["cameras.json", "grid.png", "orbit.webp"] + [f"views/view_{i:02d}.png" for i in range(8)]
+    )
+    views = [np.asarray(Image.open(out / "views" / f"view_{i:02d}.png"), dtype=np.float32) for i in range(8)]
+    assert all(v.shape == (64, 64, 3) and v.std() > 1 for v in views)
+    assert min(np.abs(views[0] - v).mean() for v in views[1:]) > 0.5  # the views differ
+    with Image.open(out / "orbit.webp") as orbit:
+        assert orbit.n_frames == 8 and orbit.size == (64, 64)
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size == (4 * 64 + 3 * 4, 2 * 64 + 4)  # 4 columns, gap 4
+    assert len(json.loads((out / "cameras.json").read_text())["views"]) == 8
+    assert (tmp_path / "output" / "diffportrait3d" / "tiny_job").is_dir()
+
+
+def test_run_in_process_lists_every_missing_model_file_before_running(comfy_host, tmp_path, workflow_kit):
+    host = workflow_kit.host
+    if (host / "models" / "diffportrait3d" / "diffportrait3d_unet.safetensors").exists() or (host / "extra_model_paths.yaml").exists():
+        pytest.skip(f"{host} may hold the real model files; the missing-model message cannot be shown there")
+    images = workflow_kit.write_test_images(tmp_path / "images")
+    (tmp_path / "models").mkdir()
+    result = workflow_kit.run_cli("run", "--image", str(images["portrait"]), "--out", str(tmp_path / "out"), "--models",
+                 str(tmp_path / "models"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    for filename, folder in [("diffportrait3d_unet.safetensors", "diffportrait3d"), ("diffportrait3d_vae.safetensors", "diffportrait3d"),
+                             ("diffportrait3d_appearance.safetensors", "diffportrait3d"), ("diffportrait3d_cross_view.safetensors", "diffportrait3d"),
+                             ("diffportrait3d_pose_controlnet.safetensors", "diffportrait3d"), ("diffportrait3d_text_encoder.safetensors", "text_encoders")]:
+        line = next((line for line in result.stderr.splitlines() if line.strip().startswith(filename)), None)
+        assert line is not None and str(tmp_path / "models" / folder) in line, (filename, result.stderr[-3000:])
+    assert not (tmp_path / "out").exists()
