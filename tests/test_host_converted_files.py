@@ -1,4 +1,4 @@
-"""The converted pose ControlNet inside the real ComfyUI: official residuals, and the core loader."""
+"""Converted files inside the real ComfyUI: official pose residuals, and the core loaders (ControlNet, UNet detection, CLIP)."""
 
 import json
 import logging
@@ -110,3 +110,20 @@ def test_full_size_unet_keys_are_detected_as_sd15_by_the_core_unet_loader(comfy_
     # what the core UNETLoader runs on a state dict: detection from names and shapes
     config = comfy.model_detection.model_config_from_unet(unet, "")
     assert type(config) is comfy.supported_models.SD15
+
+
+@pytest.mark.slow
+def test_full_size_text_encoder_file_loads_with_the_core_clip_loader(comfy_host, tmp_path):
+    import comfy.sd
+
+    manifest = json.loads((FIXTURES / "official_checkpoint_manifest.json").read_text())
+    zero = torch.zeros(())
+    tensors = {k: zero.expand(e["shape"]) for g in manifest["groups"].values() for k, e in g["keys"].items()}
+    report = convert_source(
+        CheckpointSource.from_tensors(tensors, "model_state-540000-001.th"), tmp_path, load_architecture(), "fp16",
+        components=("text_encoder",),
+    )
+    path = str(report.written["text_encoder"][0])
+    clip = comfy.sd.load_clip(ckpt_paths=[path], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+    conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    assert conditioning[0][0].shape == (1, 77, 768)  # the official empty prompt's shape: CLIP ViT-L/14
