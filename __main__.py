@@ -200,33 +200,13 @@ def _add_bench(commands) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alone-repeats", type=int, default=2, help="repeats of each network run alone (best kept)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, i.e. $OMP_NUM_THREADS)")
+    parser.add_argument(
+        "--attention", choices=["comfy-default", "pytorch"], default="comfy-default",
+        help="ComfyUI's attention: its default for the device (sub-quadratic on a CPU), or PyTorch's SDPA "
+        "(ComfyUI's --use-pytorch-cross-attention)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.set_defaults(run=_run_bench)
-
-
-def _import_comfyui() -> bool:
-    """Import the ComfyUI found by kernels.comfy_host in ComfyUI's own order (CPU mode without CUDA)."""
-    import importlib
-
-    import torch
-
-    from .kernels.comfy_host import comfyui_candidates, find_comfyui
-
-    host = find_comfyui()
-    if host is None:
-        searched = ", ".join(f"{label}={path}" for label, path in comfyui_candidates())
-        print(f"error: no ComfyUI found (searched: {searched}); set COMFYUI_PATH", file=sys.stderr)
-        return False
-    if str(host) not in sys.path:
-        sys.path.insert(0, str(host))
-    from comfy.cli_args import args
-
-    args.cpu = not torch.cuda.is_available()
-    args.disable_api_nodes = True
-    importlib.import_module("comfy.model_management")
-    importlib.import_module("utils.extra_config")
-    importlib.import_module("nodes")
-    return True
 
 
 def _run_bench(options) -> int:
@@ -234,9 +214,14 @@ def _run_bench(options) -> int:
 
     import torch
 
+    from .nodes.comfy_session import ComfyUINotFound, start_comfyui
+
     if options.threads:
         torch.set_num_threads(options.threads)
-    if not _import_comfyui():
+    try:
+        start_comfyui(pytorch_attention=options.attention == "pytorch")
+    except ComfyUINotFound as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     from .nodes.benchmark import BenchConfig, format_report, run_benchmark
 

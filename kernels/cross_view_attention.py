@@ -35,6 +35,17 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
     return rearrange(out, "n h t d -> n t (h d)")
 
 
+def short_sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """``sdpa_attention`` for the many very short sequences of attention across views (T = views per window,
+    N = spatial positions x windows): explicit batched matmuls, about twice as fast as fused attention
+    kernels on a CPU for T ~ 8, and the official module's own formulation (baddbmm, softmax, bmm)."""
+    q, k, v = (rearrange(t, "n t (h d) -> (n h) t d", h=heads) for t in (q, k, v))
+    scores = torch.baddbmm(q.new_empty(q.shape[0], q.shape[1], k.shape[1]), q, k.transpose(1, 2), beta=0,
+                           alpha=q.shape[-1] ** -0.5)
+    out = torch.bmm(scores.softmax(dim=-1), v)
+    return rearrange(out, "(n h) t d -> n t (h d)", h=heads)
+
+
 def sinusoid_table(length: int, channels: int) -> torch.Tensor:
     """[1, length, channels]: ``[p, 2i] = sin(p * 10000^(-2i/C))``, ``[p, 2i+1] = cos(...)``."""
     position = torch.arange(length, dtype=torch.float64)[:, None]
@@ -171,10 +182,10 @@ class CrossViewModule(nn.Module):
         self, x: torch.Tensor, windows: ViewWindows, attention: Attention | None = None
     ) -> torch.Tensor:
         """x [B, C, H, W] with B == windows.n_views -> same shape. ``attention(q, k, v, heads) -> out``
-        with q,k,v,out as [N, T, heads*dim_head]; default: torch scaled_dot_product_attention."""
+        with q,k,v,out as [N, T, heads*dim_head]; default: ``short_sequence_attention``."""
         if x.ndim != 4 or x.shape[0] != windows.n_views:
             raise ValueError(f"expected x [n_views={windows.n_views}, C, H, W], got {tuple(x.shape)}")
-        return self.temporal_transformer(x, windows, attention or sdpa_attention)
+        return self.temporal_transformer(x, windows, attention or short_sequence_attention)
 
 
 # ----------------------------------------------------------------------------------- module set

@@ -28,10 +28,12 @@ def start_comfyui(
     output_directory: Path | None = None,
     temp_directory: Path | None = None,
     extra_model_paths: tuple[Path, ...] = (),
+    pytorch_attention: bool = False,
 ) -> types.SimpleNamespace:
     """Import the ComfyUI at ``host`` (default: found as the tests find it), load its built-in nodes and
     this pack, and return ``(path, nodes, folder_paths, execution)``. ``cpu=None``: CPU when torch sees no
-    CUDA. Directories and extra model path YAML files are applied like ComfyUI's own command line does.
+    CUDA. Directories and extra model path YAML files are applied like ComfyUI's own command line does;
+    ``pytorch_attention`` is ComfyUI's ``--use-pytorch-cross-attention``.
     A second call returns the first session (ComfyUI's state is process-wide)."""
     global _SESSION
     if _SESSION is not None:
@@ -53,6 +55,7 @@ def start_comfyui(
         cpu = not torch.cuda.is_available()
     args.cpu = bool(cpu)
     args.disable_api_nodes = True
+    args.use_pytorch_cross_attention = args.use_pytorch_cross_attention or pytorch_attention
     # model_management reads args at import; ComfyUI imports utils.extra_config before nodes.
     importlib.import_module("comfy.model_management")
     extra_config = importlib.import_module("utils.extra_config")

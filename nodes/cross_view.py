@@ -16,7 +16,7 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
 import torch
-from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.attention import SpatialTransformer
 from comfy_api.latest import io
 
 from ..kernels.cross_view_attention import CrossViewModule, CrossViewModuleSet
@@ -132,11 +132,11 @@ class CrossViewRunner:
         in_middle = transformer_options.get("block", ("", 0))[0] == "middle"
         runs = [not in_middle or (self.middle_uncond if chunk == 1 else self.middle_cond) for chunk in chunks]
         if all(runs):
-            return layer(x, planned_windows(self.settings, rows, len(chunks)), attention=optimized_attention)
+            return layer(x, planned_windows(self.settings, rows, len(chunks)))
         outputs = []
         for i, run in enumerate(runs):
             part = x[i * rows : (i + 1) * rows]
-            outputs.append(layer(part, planned_windows(self.settings, rows), attention=optimized_attention) if run else part)
+            outputs.append(layer(part, planned_windows(self.settings, rows)) if run else part)
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
 

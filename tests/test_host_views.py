@@ -261,7 +261,8 @@ def test_reference_strength_zero_removes_the_reference_and_one_is_official(tiny_
     without, official = step(None), step(1.0)
     scale = official.abs().max()
     assert (step(0.0) - without).abs().max() <= 1e-5 * scale
-    assert (step(1.0 + 1e-7) - official).abs().max() <= 1e-5 * scale  # the biased-attention path at s=1
+    # the biased-attention path at s=1 (another attention kernel: float32 noise, amplified by one DDIM step)
+    assert (step(1.0 + 1e-7) - official).abs().max() <= 1e-4 * scale
     assert (step(2.0) - without).norm() > (official - without).norm() > 0
 
 
