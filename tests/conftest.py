@@ -36,6 +36,7 @@ def _import_this_checkout() -> types.ModuleType:
 
 _import_this_checkout()
 torch.set_num_threads(1)
+sys.path.insert(0, str(ROOT / "tests"))  # shared test helpers (tests/*_helpers.py)
 
 from diffportrait3d.kernels.comfy_host import comfyui_candidates, find_comfyui  # noqa: E402
 

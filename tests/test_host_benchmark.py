@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guidance_helpers import SeparateCondCalls, guided_step
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.host
@@ -24,27 +25,6 @@ class RecordChunks:
     def __call__(self, executor, *args, **kwargs):
         self.chunks.append(list(args[5].get("cond_or_uncond", [])))
         return executor(*args, **kwargs)
-
-
-class SeparateCondCalls:
-    """CALC_COND_BATCH wrapper: every cond group evaluated on its own (the others passed as None)."""
-
-    def __call__(self, executor, model, conds, x_in, timestep, model_options):
-        alone = [[c if j == i else None for j, c in enumerate(conds)] for i in range(len(conds))]
-        return [executor(model, only, x_in, timestep, model_options)[i] for i, only in enumerate(alone)]
-
-
-def guided_step(model, positive, negative, noise):
-    import comfy.samplers
-
-    from diffportrait3d.nodes.sampler import ddim_sampler
-
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(3.0)
-    sampling = model.get_model_object("model_sampling")
-    sigmas = torch.stack([sampling.sigma(torch.tensor(601.0)), torch.tensor(0.0)])
-    return guider.sample(noise, torch.zeros_like(noise), ddim_sampler(0.0), sigmas, seed=1)
 
 
 def test_pose_controlnet_batched_on_conditional_rows_equals_separate_calls(tiny_dp3d):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from guidance_helpers import SeparateCondCalls, guided_step
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.host
@@ -76,15 +77,6 @@ def test_window_modes_change_how_views_couple(tiny_dp3d, golden):
     assert torch.allclose(whole, sample(model, tiny_dp3d, positive, negative, 8, steps=1), atol=1e-5)
 
 
-class SeparateCondCalls:
-    """CALC_COND_BATCH wrapper: evaluates every cond group on its own instead of batching them (the others
-    are passed as None, so each keeps its position and with it its cond/uncond label)."""
-
-    def __call__(self, executor, model, conds, x_in, timestep, model_options):
-        alone = [[c if j == i else None for j, c in enumerate(conds)] for i in range(len(conds))]
-        return [executor(model, only, x_in, timestep, model_options)[i] for i, only in enumerate(alone)]
-
-
 class RecordChunks:
     """DIFFUSION_MODEL wrapper recording how ComfyUI chunked cond/uncond in each UNet call."""
 
@@ -97,17 +89,8 @@ class RecordChunks:
 
 
 def one_guided_step(model, positive, negative, views):
-    import comfy.samplers
-
-    from diffportrait3d.nodes.sampler import ddim_sampler
-
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(3.0)
-    sampling = model.get_model_object("model_sampling")
-    sigmas = torch.stack([sampling.sigma(torch.tensor(601.0)), torch.tensor(0.0)])
     noise = torch.randn(views, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(3))
-    return guider.sample(noise, torch.zeros_like(noise), ddim_sampler(0.0), sigmas, seed=1)
+    return guided_step(model, positive, negative, noise)
 
 
 def test_cond_and_uncond_batched_or_apart_give_the_same_result(tiny_dp3d, golden):

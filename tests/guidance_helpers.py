@@ -1,0 +1,26 @@
+"""Helpers shared by host tests that drive one guided step through ComfyUI's own CFGGuider."""
+
+import torch
+
+
+class SeparateCondCalls:
+    """CALC_COND_BATCH wrapper: evaluates every cond group on its own instead of batching them (the others
+    are passed as None, so each keeps its position and with it its cond/uncond label)."""
+
+    def __call__(self, executor, model, conds, x_in, timestep, model_options):
+        alone = [[c if j == i else None for j, c in enumerate(conds)] for i in range(len(conds))]
+        return [executor(model, only, x_in, timestep, model_options)[i] for i, only in enumerate(alone)]
+
+
+def guided_step(model, positive, negative, noise: torch.Tensor) -> torch.Tensor:
+    """One guided DDIM step (cfg 3) from t=601 to the end, starting from ``noise`` on an empty latent."""
+    import comfy.samplers
+
+    from diffportrait3d.nodes.sampler import ddim_sampler
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(3.0)
+    sampling = model.get_model_object("model_sampling")
+    sigmas = torch.stack([sampling.sigma(torch.tensor(601.0)), torch.tensor(0.0)])
+    return guider.sample(noise, torch.zeros_like(noise), ddim_sampler(0.0), sigmas, seed=1)
