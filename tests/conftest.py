@@ -76,7 +76,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 @pytest.fixture(scope="session")
-def comfy_host():
+def comfy_host(tmp_path_factory):
     """The real ComfyUI, imported in-process on the CPU, with its built-in nodes and this pack loaded.
 
     Returns a namespace with ``path``, the ``nodes`` module and ``pack_module`` (the pack as ComfyUI
@@ -94,6 +94,12 @@ def comfy_host():
     importlib.import_module("comfy.model_management")
     importlib.import_module("utils.extra_config")
     nodes = importlib.import_module("nodes")
+    import folder_paths
+
+    # Previews and saved files of test prompts never land in the host's own folders.
+    scratch = tmp_path_factory.mktemp("comfy_host")
+    folder_paths.set_temp_directory(str(scratch / "temp"))
+    folder_paths.set_output_directory(str(scratch / "output"))
 
     async def _load():
         await nodes.init_builtin_extra_nodes()
