@@ -3,6 +3,17 @@
 import torch
 
 
+class RecordChunks:
+    """DIFFUSION_MODEL wrapper recording how ComfyUI chunked cond/uncond in each UNet call."""
+
+    def __init__(self):
+        self.chunks = []
+
+    def __call__(self, executor, *args, **kwargs):
+        self.chunks.append(list(args[5].get("cond_or_uncond", [])))
+        return executor(*args, **kwargs)
+
+
 class SeparateCondCalls:
     """CALC_COND_BATCH wrapper: evaluates every cond group on its own instead of batching them (the others
     are passed as None, so each keeps its position and with it its cond/uncond label)."""

@@ -8,23 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from guidance_helpers import SeparateCondCalls, guided_step
+from guidance_helpers import RecordChunks, SeparateCondCalls, guided_step
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.host
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-class RecordChunks:
-    """DIFFUSION_MODEL wrapper recording how ComfyUI chunked cond/uncond in each UNet call."""
-
-    def __init__(self):
-        self.chunks = []
-
-    def __call__(self, executor, *args, **kwargs):
-        self.chunks.append(list(args[5].get("cond_or_uncond", [])))
-        return executor(*args, **kwargs)
 
 
 def test_pose_controlnet_batched_on_conditional_rows_equals_separate_calls(tiny_dp3d):

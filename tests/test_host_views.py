@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from guidance_helpers import SeparateCondCalls, guided_step
+from guidance_helpers import RecordChunks, SeparateCondCalls, guided_step
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.host
@@ -75,17 +75,6 @@ def test_window_modes_change_how_views_couple(tiny_dp3d, golden):
     positive, negative = conditioning(tiny_dp3d, golden, 8)
     whole = sample(model, tiny_dp3d, positive, negative, 8, steps=1, window_mode="sliding", window_size=8)
     assert torch.allclose(whole, sample(model, tiny_dp3d, positive, negative, 8, steps=1), atol=1e-5)
-
-
-class RecordChunks:
-    """DIFFUSION_MODEL wrapper recording how ComfyUI chunked cond/uncond in each UNet call."""
-
-    def __init__(self):
-        self.chunks = []
-
-    def __call__(self, executor, *args, **kwargs):
-        self.chunks.append(list(args[5].get("cond_or_uncond", [])))
-        return executor(*args, **kwargs)
 
 
 def one_guided_step(model, positive, negative, views):
