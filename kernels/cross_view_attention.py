@@ -28,17 +28,11 @@ LAYER_NORM_EPS = 1e-5
 FF_MULT = 4
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head softmax attention, scale ``dim_head ** -0.5``; q, k, v and out are [N, T, heads*dim_head]."""
-    q, k, v = (rearrange(t, "n t (h d) -> n h t d", h=heads) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
-    return rearrange(out, "n h t d -> n t (h d)")
-
-
 def short_sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """``sdpa_attention`` for the many very short sequences of attention across views (T = views per window,
-    N = spatial positions x windows): explicit batched matmuls, about twice as fast as fused attention
-    kernels on a CPU for T ~ 8, and the official module's own formulation (baddbmm, softmax, bmm)."""
+    """Multi-head softmax attention (scale ``dim_head ** -0.5``; q, k, v and out [N, T, heads*dim_head]) for
+    the many very short sequences of attention across views (T = views per window, N = spatial positions x
+    windows): explicit batched matmuls, about twice as fast as fused attention kernels (SDPA) on a CPU for
+    T ~ 8, and the official module's own formulation (baddbmm, softmax, bmm)."""
     q, k, v = (rearrange(t, "n t (h d) -> (n h) t d", h=heads) for t in (q, k, v))
     scores = torch.baddbmm(q.new_empty(q.shape[0], q.shape[1], k.shape[1]), q, k.transpose(1, 2), beta=0,
                            alpha=q.shape[-1] ** -0.5)

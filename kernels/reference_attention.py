@@ -37,15 +37,11 @@ class BankFull(Exception):
 
 
 class ReferenceBank:
-    """Entries of one sampling step: block key -> tensor [R, tokens, channels], R = 1 (shared by all views)
+    """Entries of one UNet call: block key -> tensor [R, tokens, channels], R = 1 (shared by all views)
     or the number of conditional rows. ``active`` is False on steps without reference."""
 
     def __init__(self):
         self.entries: dict[BlockKey, torch.Tensor] = {}
-        self.active = False
-
-    def clear(self) -> None:
-        self.entries = {}
         self.active = False
 
 
