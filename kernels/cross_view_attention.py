@@ -26,6 +26,9 @@ GROUP_NORM_GROUPS = 32
 GROUP_NORM_EPS = 1e-6
 LAYER_NORM_EPS = 1e-5
 FF_MULT = 4
+# Token rows per feed-forward slice on a CPU (measured on 2 Zen 4 cores: 512-1024 rows are 10-20 % faster
+# than one product over 4096 tokens of 320-640 channels; fewer rows starve the matrix kernels).
+CPU_FEED_FORWARD_ROWS = 512
 
 
 def short_sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -82,6 +85,18 @@ class ViewSelfAttention(nn.Module):
         out = attention(self.to_q(y), self.to_k(y), self.to_v(y), self.heads)
         return self.to_out[0](out)
 
+    def attend_consecutive(self, y: torch.Tensor, length: int, attention: Attention) -> torch.Tensor:
+        """``forward`` for views cut in order into windows of ``length`` with weight 1: the projections run on
+        the views as they lie, and only the attention sees them grouped by window."""
+        positions = y.shape[1]
+        y = y + self.pos_encoder.pe[0, :length].to(y).repeat(y.shape[0] // length, 1)[:, None]
+        q, k, v = (
+            rearrange(projection(y), "(w f) d c -> (w d) f c", f=length)
+            for projection in (self.to_q, self.to_k, self.to_v)
+        )
+        out = attention(q, k, v, self.heads)
+        return self.to_out[0](rearrange(out, "(w d) f c -> (w f) d c", d=positions))
+
     def forward(self, y: torch.Tensor, windows: ViewWindows, attention: Attention) -> torch.Tensor:
         """y [V, D, C] (views, spatial positions, channels), normalised -> blended attention output, same shape."""
         if windows.max_length > self.pos_encoder.max_len:
@@ -89,6 +104,9 @@ class ViewSelfAttention(nn.Module):
                 f"window of {windows.max_length} views exceeds the positional table "
                 f"(max_len {self.pos_encoder.max_len})"
             )
+        length = windows.consecutive_length
+        if length is not None:
+            return self.attend_consecutive(y, length, attention)
         out = y.new_zeros(y.shape)
         for indices, weights in windows.batches(y.device):
             count, length = indices.shape
@@ -114,6 +132,15 @@ class GEGLUFeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., C] -> [..., C]. On a CPU, in slices of ``CPU_FEED_FORWARD_ROWS`` tokens: each slice's
+        [rows, 8C] hidden state stays in cache instead of a round trip through memory (same numbers)."""
+        rows = x.reshape(-1, x.shape[-1])
+        if x.device.type != "cpu" or rows.shape[0] <= CPU_FEED_FORWARD_ROWS:
+            return self.feed_forward(x)
+        out = torch.cat([self.feed_forward(part) for part in rows.split(CPU_FEED_FORWARD_ROWS)])
+        return out.view(x.shape)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.net[0].proj(x).chunk(2, dim=-1)
         return self.net[2](value * F.gelu(gate))
 
@@ -160,7 +187,9 @@ class ViewTransformer(nn.Module):
         h = self.proj_in(rearrange(self.norm(x), "v c y x -> v (y x) c"))
         for block in self.transformer_blocks:
             h = block(h, windows, attention)
-        return rearrange(self.proj_out(h), "v (y x) c -> v c y x", y=height, x=width) + x
+        # x first: the sum takes x's contiguous layout, not the channels-last strides of the rearranged
+        # output, which would make every following convolution re-lay out its weights.
+        return x + rearrange(self.proj_out(h), "v (y x) c -> v c y x", y=height, x=width)
 
 
 class CrossViewModule(nn.Module):

@@ -7,6 +7,7 @@ a window's view order matters (a looped window that wraps lists ``n-2, n-1, 0, 1
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +40,20 @@ class ViewWindows:
     @property
     def max_length(self) -> int:
         return max(int(window.numel()) for window in self.windows)
+
+    @functools.cached_property
+    def consecutive_length(self) -> int | None:
+        """``f`` when the plan is the views cut in order into windows of ``f`` (``0..f-1, f..2f-1, ...``) with
+        every weight exactly 1 — e.g. the official grouping of 8 — else None. Such a plan needs no gathering
+        or blending: a window is a reshape of the views."""
+        length = int(self.windows[0].numel())
+        starts = range(0, self.n_views, length)
+        if len(self.windows) != len(starts) or self.n_views % length:
+            return None
+        for start, window, weight in zip(starts, self.windows, self.weights, strict=True):
+            if not torch.equal(window, torch.arange(start, start + length)) or not bool((weight == 1).all()):
+                return None
+        return length
 
     def batches(self, device: torch.device | str = "cpu") -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         """Windows grouped by length: ``(indices [n_w, f], weights [n_w, f])`` per length, on ``device``.

@@ -357,3 +357,35 @@ def test_module_set_from_unet_params_matches_explicit_construction():
         built.module_at("middle", 0).temporal_transformer.transformer_blocks[0].attention_blocks[0].heads
         == HEADS
     )
+
+
+# ------------------------------------------------------------------------------ fast paths, layout
+
+
+@pytest.mark.parametrize("n_views", [8, 16, 5])
+def test_consecutive_windows_in_place_equal_the_gathered_path(module, n_views):
+    """The official grouping attends in place; the same windows listed in another order take the general
+    gather-and-blend path, and both give the same views."""
+    x = views(n_views, seed=20 + n_views)
+    plan = official_windows(n_views)
+    assert plan.consecutive_length == min(n_views, 8)
+    shuffled = ViewWindows(plan.windows[::-1], plan.weights[::-1], n_views)
+    assert shuffled.consecutive_length is None or len(plan.windows) == 1
+    torch.testing.assert_close(run(module, x, plan), run(module, x, shuffled), rtol=1e-6, atol=1e-6)
+
+
+def test_feed_forward_in_slices_equals_one_product(module):
+    from diffportrait3d.kernels.cross_view_attention import CPU_FEED_FORWARD_ROWS
+
+    feed_forward = module.temporal_transformer.transformer_blocks[0].ff
+    tokens = torch.randn(3, CPU_FEED_FORWARD_ROWS + 37, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(feed_forward(tokens), feed_forward.feed_forward(tokens), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["official", "sliding"])
+def test_output_keeps_the_contiguous_layout(module, mode):
+    """A channels-last output would make every following convolution re-lay out its weights."""
+    x = views(16, size=4, seed=7)
+    out = run(module, x, plan_view_windows(mode, 16, 8, 4, "pyramid"))
+    assert out.is_contiguous()

@@ -14,6 +14,7 @@ from diffportrait3d.kernels.view_windows import (
     official_windows,
     plan_view_windows,
     sliding_windows,
+    stacked_windows,
 )
 
 # (size, stride) pairs, including the degenerate size 1 and stride == size
@@ -178,3 +179,19 @@ def test_official_ignores_stride_and_blend():
     assert as_lists(plan_view_windows("official", 16, size=2, stride=4, blend="gauss")) == [
         [v, v + 1] for v in range(0, 16, 2)
     ]
+
+
+@pytest.mark.parametrize(
+    ("plan", "expected"),
+    [
+        (lambda: official_windows(16), 8),
+        (lambda: official_windows(5), 5),
+        (lambda: official_windows(13), None),  # a shorter last window
+        (lambda: stacked_windows(official_windows(8), 2), 8),  # cond and uncond chunks
+        (lambda: sliding_windows(16, 8, 4), None),  # overlapping, blended
+        (lambda: looped_windows(8, 4, 4), None),  # non-overlapping, but wraps: 6, 7, 0, 1 then 2..5
+    ],
+    ids=["official 16", "official 5", "official 13", "stacked", "sliding", "looped"],
+)
+def test_consecutive_length_only_for_in_order_unit_weight_partitions(plan, expected):
+    assert plan().consecutive_length == expected
