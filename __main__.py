@@ -196,6 +196,9 @@ def _add_bench(commands) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them (default 1)")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="storage dtype of the weights; ComfyUI picks the compute dtype (default fp32)")
+    parser.add_argument("--cpu-matmul", choices=["onednn", "pytorch"], default="onednn",
+                        help="float32 linear layers and small convolutions on a CPU: oneDNN (the pack's default) or "
+                        "PyTorch's own (MKL); see docs/performance.md")
     parser.add_argument("--cfg", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alone-repeats", type=int, default=2, help="repeats of each network run alone (best kept)")
@@ -227,7 +230,7 @@ def _run_bench(options) -> int:
 
     config = BenchConfig(
         model=options.model, views=options.views, latent=options.latent, steps=options.steps, warmup=options.warmup,
-        dtype=options.dtype, cfg=options.cfg, seed=options.seed, alone_repeats=options.alone_repeats,
+        dtype=options.dtype, cpu_matmul=options.cpu_matmul, cfg=options.cfg, seed=options.seed, alone_repeats=options.alone_repeats,
     )
     try:
         config.check()

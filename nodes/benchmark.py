@@ -31,6 +31,7 @@ from ..kernels.cross_view_attention import CrossViewModule
 from ..kernels.random_weights import fill_random_weights_
 from ..kernels.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
 from .appearance_reference import ReferenceLatent, apply_appearance_reference
+from .cpu_operations import CHOICES as CPU_MATMUL_CHOICES
 from .cross_view import CrossViewSettings, apply_cross_view, build_cross_view_modules
 from .model_loading import (
     build_appearance_net,
@@ -63,7 +64,8 @@ OFFICIAL_CPU = {
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
     """What to run: architecture (``full`` or ``tiny``), views, latent size, timed and warm-up steps, the
-    weights' storage dtype (ComfyUI picks the compute dtype for the device), guidance and seed."""
+    weights' storage dtype (ComfyUI picks the compute dtype for the device), guidance, seed, and the layers'
+    float32 CPU products (``onednn`` or ``pytorch``, see ``nodes/cpu_operations.py``)."""
 
     model: str = "tiny"
     views: int = 8
@@ -71,6 +73,7 @@ class BenchConfig:
     steps: int = 3
     warmup: int = 1
     dtype: str = "fp32"
+    cpu_matmul: str = "onednn"
     cfg: float = 3.0
     eta: float = 0.5
     seed: int = 0
@@ -81,6 +84,8 @@ class BenchConfig:
             raise ValueError(f"model must be one of {sorted(ARCHITECTURES)}, not {self.model!r}")
         if self.dtype not in WEIGHT_DTYPES:
             raise ValueError(f"dtype must be one of {sorted(WEIGHT_DTYPES)}, not {self.dtype!r}")
+        if self.cpu_matmul not in CPU_MATMUL_CHOICES:
+            raise ValueError(f"cpu_matmul must be one of {CPU_MATMUL_CHOICES}, not {self.cpu_matmul!r}")
         if self.views < 1 or self.latent < 8 or self.latent % 8:
             raise ValueError("views must be >= 1 and latent a multiple of 8 (>= 8)")
         if self.steps < 1 or self.warmup < 0 or self.alone_repeats < 1:
@@ -104,12 +109,14 @@ class RandomModels:
         return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def build_random_models(model: str = "tiny", dtype: str = "fp32", seed: int = 0) -> RandomModels:
+def build_random_models(
+    model: str = "tiny", dtype: str = "fp32", seed: int = 0, cpu_matmul: str = "onednn"
+) -> RandomModels:
     """The four DiffPortrait3D networks of an architecture with seeded random weights, as the loaders return
     them (ModelPatchers and ComfyUI's ControlNet), weights stored as ``dtype``."""
     architecture = load_architecture(ARCHITECTURES[model])
     records = component_architectures(architecture)
-    setup = inference_setup_for(None, WEIGHT_DTYPES[dtype])
+    setup = inference_setup_for(None, WEIGHT_DTYPES[dtype], cpu_matmul)
     load_device = setup[0]
     unet = build_dp3d_unet(records["unet"], setup)
     fill_random_weights_(unet.diffusion_model, seed)
@@ -291,7 +298,7 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
     device = comfy.model_management.get_torch_device()
     build_started = time.perf_counter()
     if models is None:
-        models = build_random_models(config.model, config.dtype, config.seed)
+        models = build_random_models(config.model, config.dtype, config.seed, config.cpu_matmul)
     build_seconds = time.perf_counter() - build_started
     rss_after_build = peak_memory_bytes()
     timer = PartTimer(device)
@@ -355,6 +362,7 @@ def summarise(config, models, timer, alone, build_seconds, rss_after_build, devi
         "views": config.views,
         "latent": [config.latent, config.latent],
         "weight_dtype": config.dtype,
+        "cpu_matmul": config.cpu_matmul,
         "compute_dtype": str(inference_setup_for(None, WEIGHT_DTYPES[config.dtype])[2] or WEIGHT_DTYPES[config.dtype]).replace("torch.", ""),
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -389,7 +397,8 @@ def format_report(result: dict) -> str:
     gib = 2**30
     lines = [
         f"{result['model']} architecture, {result['views']} views, latent {result['latent'][0]}x{result['latent'][1]}, "
-        f"weights {result['weight_dtype']} (compute {result['compute_dtype']}), {result['device']}, "
+        f"weights {result['weight_dtype']} (compute {result['compute_dtype']}), {result['device']} "
+        f"(float32 CPU products: {result['cpu_matmul']}), "
         f"{result['threads']} threads, torch {result['torch']}, load average before {result['load_average_before']}",
         f"  per guided step: {result['seconds_per_step']:.3f} s (median of {result['steps_timed']}; "
         f"{', '.join(f'{s:.3f}' for s in result['step_seconds'])})",

@@ -24,6 +24,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from ..kernels.checkpoint_components import COMPONENT_FILES
 from ..kernels.image_range import to_signed_unit_range
 from ..kernels.unet_architecture import comfy_unet_kwargs
+from .cpu_operations import pack_operations
 
 MODEL_FOLDER = "diffportrait3d"
 
@@ -75,16 +76,21 @@ def inference_setup(state_dict: dict[str, torch.Tensor]):
     return inference_setup_for(comfy.utils.weight_dtype(state_dict))
 
 
-def inference_setup_for(weight_dtype: torch.dtype | None, storage_dtype: torch.dtype | None = None):
+def inference_setup_for(
+    weight_dtype: torch.dtype | None, storage_dtype: torch.dtype | None = None, cpu_matmul: str | None = None
+):
     """``inference_setup`` for weights of ``weight_dtype``. ``storage_dtype`` forces the dtype the weights are
     kept in (as ComfyUI's ``--bf16-unet``/``--fp16-unet`` do); ComfyUI then picks the manual-cast (compute)
-    dtype for the device, e.g. bf16 weights computed in float32 on a CPU."""
+    dtype for the device, e.g. bf16 weights computed in float32 on a CPU. The operations are ComfyUI's,
+    with float32 CPU products on oneDNN unless ``cpu_matmul`` (default: ``$DIFFPORTRAIT3D_CPU_MATMUL``) is
+    ``pytorch`` (``nodes/cpu_operations.py``)."""
     load_device = comfy.model_management.get_torch_device()
     dtype = storage_dtype or comfy.model_management.unet_dtype(
         model_params=-1, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32], weight_dtype=weight_dtype
     )
     manual_cast_dtype = comfy.model_management.unet_manual_cast(dtype, load_device)
-    return load_device, dtype, manual_cast_dtype, comfy.ops.pick_operations(dtype, manual_cast_dtype)
+    operations = pack_operations(comfy.ops.pick_operations(dtype, manual_cast_dtype), cpu_matmul)
+    return load_device, dtype, manual_cast_dtype, operations
 
 
 def require_fit(missing, unexpected, input_name: str, path: str, what: str = "architecture") -> None:
@@ -165,10 +171,11 @@ class RecordedSD15(comfy.supported_models.SD15):
 
 def build_dp3d_unet(architecture: dict, setup):
     """An SD1.5-family ComfyUI ``BaseModel`` whose UNet has this recorded architecture (weights not loaded)."""
-    _, dtype, manual_cast_dtype, _ = setup
+    _, dtype, manual_cast_dtype, operations = setup
     kwargs = comfy_unet_kwargs(architecture)
     config = RecordedSD15({k: v for k, v in kwargs.items() if k != "use_checkpoint"})
     config.set_inference_dtype(dtype, manual_cast_dtype)
+    config.custom_operations = operations
     return config.get_model({}, "")
 
 

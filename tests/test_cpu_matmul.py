@@ -1,0 +1,109 @@
+"""kernels/cpu_matmul: oneDNN float32 products equal PyTorch's to float32 rounding, are really taken, and
+every case they do not cover is PyTorch's own result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from diffportrait3d.kernels import cpu_matmul
+
+requires_onednn = pytest.mark.skipif(
+    not cpu_matmul.onednn_matmul_available(), reason="this PyTorch build has no oneDNN linear op"
+)
+ONEDNN_OP = "mkldnn::_linear_pointwise"
+
+
+def ops_run(call) -> set[str]:
+    with profile(activities=[ProfilerActivity.CPU]) as recorded:
+        call()
+    return {event.key for event in recorded.key_averages()}
+
+
+def randn(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def assert_float32_accurate(result, exact, reference_float32):
+    """``result`` is as close to the float64 ``exact`` value as PyTorch's own float32 result (within 4x:
+    a different summation order, not a lower precision — bf16 inputs would be ~1000x off)."""
+    own_error = (reference_float32.double() - exact).abs().max().item()
+    error = (result.double() - exact).abs().max().item()
+    assert error <= 4 * own_error + 1e-6, (error, own_error)
+
+
+@requires_onednn
+@pytest.mark.parametrize("shape", [(7, 96), (3, 50, 96), (2, 3, 4, 96)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_equals_pytorch_to_float32_rounding_on_onednn(shape, with_bias):
+    x, weight = randn(*shape, seed=1), randn(80, 96, seed=2)
+    bias = randn(80, seed=3) if with_bias else None
+    result = cpu_matmul.linear(x, weight, bias)
+    assert result.shape == (*shape[:-1], 80) and result.is_contiguous()
+    exact = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+    assert_float32_accurate(result, exact, F.linear(x, weight, bias))
+    assert ONEDNN_OP in ops_run(lambda: cpu_matmul.linear(x, weight, bias))
+
+
+@requires_onednn
+def test_linear_accepts_non_contiguous_input():
+    x = randn(40, 6, 32, seed=4).transpose(0, 1)  # [6, 40, 32], strided
+    weight = randn(16, 32, seed=5)
+    torch.testing.assert_close(cpu_matmul.linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["float64", "bfloat16", "vector input", "no rows", "strided weight", "autograd"],
+)
+def test_cases_outside_the_oneDNN_path_are_pytorch_exactly(case):
+    x, weight, bias = randn(5, 12, seed=6), randn(8, 12, seed=7), randn(8, seed=8)
+    if case == "float64":
+        x, weight, bias = x.double(), weight.double(), bias.double()
+    elif case == "bfloat16":
+        x, weight, bias = x.bfloat16(), weight.bfloat16(), bias.bfloat16()
+    elif case == "vector input":
+        x = x[0]
+    elif case == "no rows":
+        x = x[:0]
+    elif case == "strided weight":
+        weight = randn(12, 8, seed=7).t()
+    elif case == "autograd":
+        weight.requires_grad_(True)
+    assert not cpu_matmul.computes_on_onednn(x, weight, bias)
+    result = cpu_matmul.linear(x, weight, bias)
+    assert torch.equal(result, F.linear(x, weight, bias))
+    assert ONEDNN_OP not in ops_run(lambda: cpu_matmul.linear(x, weight, bias))
+    if case == "autograd":
+        result.sum().backward()
+        assert weight.grad is not None
+
+
+@requires_onednn
+@pytest.mark.parametrize(
+    "size, kernel, stride, padding, with_bias",
+    [(2, 3, 1, 1, True), (4, 3, 1, 1, False), (4, 3, 2, 1, True), (3, 1, 1, 0, True), (5, 3, (1, 2), (0, 1), True)],
+)
+def test_small_convolutions_equal_pytorch_as_im2col_products(size, kernel, stride, padding, with_bias):
+    x, weight = randn(3, 24, size, size, seed=9), randn(20, 24, kernel, kernel, seed=10)
+    bias = randn(20, seed=11) if with_bias else None
+    expected = F.conv2d(x, weight, bias, stride, padding)
+    result = cpu_matmul.conv2d(x, weight, bias, stride, padding)
+    assert result.shape == expected.shape and result.is_contiguous()
+    exact = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), stride, padding)
+    assert_float32_accurate(result, exact, expected)
+    assert ONEDNN_OP in ops_run(lambda: cpu_matmul.conv2d(x, weight, bias, stride, padding))
+
+
+@pytest.mark.parametrize(
+    "size, groups, dilation, padding",
+    [(8, 1, 1, 1), (4, 2, 1, 1), (4, 1, 2, 2), (4, 1, 1, "same")],
+    ids=["output over the size rule", "grouped", "dilated", "padding string"],
+)
+def test_other_convolutions_are_pytorch_exactly(size, groups, dilation, padding):
+    x, weight, bias = randn(2, 8, size, size, seed=12), randn(6, 8 // groups, 3, 3, seed=13), randn(6, seed=14)
+    expected = F.conv2d(x, weight, bias, 1, padding, dilation, groups)
+    assert torch.equal(cpu_matmul.conv2d(x, weight, bias, 1, padding, dilation, groups), expected)
+    assert ONEDNN_OP not in ops_run(lambda: cpu_matmul.conv2d(x, weight, bias, 1, padding, dilation, groups))
