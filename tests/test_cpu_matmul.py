@@ -48,8 +48,13 @@ def test_linear_equals_pytorch_to_float32_rounding_on_onednn(shape, with_bias):
 
 
 @requires_onednn
-def test_linear_accepts_non_contiguous_input():
-    x = randn(40, 6, 32, seed=4).transpose(0, 1)  # [6, 40, 32], strided
+@pytest.mark.parametrize(
+    "make_input",
+    [lambda: randn(40, 6, 32, seed=4).transpose(0, 1), lambda: randn(32, 9, seed=4).t(), lambda: randn(9, 64, seed=4)[:, ::2]],
+    ids=["transposed 3-D", "transposed 2-D", "every other column"],
+)
+def test_linear_accepts_non_contiguous_input(make_input):
+    x = make_input()
     weight = randn(16, 32, seed=5)
     torch.testing.assert_close(cpu_matmul.linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)
 
