@@ -64,6 +64,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.linear``: x [..., in], weight [out, in], bias [out] or None -> [..., out]."""
     if not computes_on_onednn(x, weight, bias):
         return F.linear(x, weight, bias)
+    return onednn_linear(x, weight, bias)
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`linear` on oneDNN, for callers that have checked :func:`computes_on_onednn` themselves."""
     rows = x.reshape(-1, x.shape[-1])
     out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")
     return out.view(*x.shape[:-1], weight.shape[0])
@@ -80,7 +85,7 @@ def _pair(value) -> tuple[int, int] | None:
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
            dilation=1, groups: int = 1) -> torch.Tensor:
     """``F.conv2d`` (zero padding): x [B, C, H, W], weight [O, C, kh, kw] -> [B, O, H', W']. Outputs of at
-    most ``SMALL_CONV_MAX_POSITIONS`` positions are computed as an im2col product through :func:`linear`."""
+    most ``SMALL_CONV_MAX_POSITIONS`` positions are computed as an im2col product on oneDNN."""
     stride2, padding2, dilation2 = _pair(stride), _pair(padding), _pair(dilation)
     if (
         x.dim() != 4
@@ -102,6 +107,6 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     ):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     columns = F.unfold(x, (kernel_h, kernel_w), padding=padding2, stride=stride2)  # [B, C*kh*kw, H'*W']
-    out = linear(columns.transpose(1, 2), columns_weight, bias)  # [B, H'*W', O]
+    out = onednn_linear(columns.transpose(1, 2), columns_weight, bias)  # [B, H'*W', O]
     # A view would be valid here but channels-last strided, and the next convolution would pay for that.
     return out.transpose(1, 2).reshape(batch, out_channels, out_h, out_w).contiguous()

@@ -363,7 +363,9 @@ def summarise(config, models, timer, alone, build_seconds, rss_after_build, devi
         "latent": [config.latent, config.latent],
         "weight_dtype": config.dtype,
         "cpu_matmul": config.cpu_matmul,
-        "compute_dtype": str(inference_setup_for(None, WEIGHT_DTYPES[config.dtype])[2] or WEIGHT_DTYPES[config.dtype]).replace("torch.", ""),
+        "compute_dtype": str(
+            inference_setup_for(None, WEIGHT_DTYPES[config.dtype], config.cpu_matmul)[2] or WEIGHT_DTYPES[config.dtype]
+        ).replace("torch.", ""),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -47,7 +47,7 @@ def with_cpu_matmul(base: type) -> type:
             ):
                 return super().forward(input, *args, **kwargs)
             comfy.ops.run_every_op()  # ComfyUI's per-layer interrupt check
-            return cpu_matmul.linear(input, self.weight, self.bias)
+            return cpu_matmul.onednn_linear(input, self.weight, self.bias)
 
     class Conv2d(base.Conv2d):
         def _conv_forward(self, input, weight, bias):

@@ -6,20 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
+from op_trace import ONEDNN_LINEAR_OP, ops_run
 
 from diffportrait3d.kernels import cpu_matmul
 
 requires_onednn = pytest.mark.skipif(
     not cpu_matmul.onednn_matmul_available(), reason="this PyTorch build has no oneDNN linear op"
 )
-ONEDNN_OP = "mkldnn::_linear_pointwise"
-
-
-def ops_run(call) -> set[str]:
-    with profile(activities=[ProfilerActivity.CPU]) as recorded:
-        call()
-    return {event.key for event in recorded.key_averages()}
 
 
 def randn(*shape, seed=0, dtype=torch.float32):
@@ -44,7 +37,7 @@ def test_linear_equals_pytorch_to_float32_rounding_on_onednn(shape, with_bias):
     assert result.shape == (*shape[:-1], 80) and result.is_contiguous()
     exact = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
     assert_float32_accurate(result, exact, F.linear(x, weight, bias))
-    assert ONEDNN_OP in ops_run(lambda: cpu_matmul.linear(x, weight, bias))
+    assert ONEDNN_LINEAR_OP in ops_run(lambda: cpu_matmul.linear(x, weight, bias))
 
 
 @requires_onednn
@@ -80,7 +73,7 @@ def test_cases_outside_the_oneDNN_path_are_pytorch_exactly(case):
     assert not cpu_matmul.computes_on_onednn(x, weight, bias)
     result = cpu_matmul.linear(x, weight, bias)
     assert torch.equal(result, F.linear(x, weight, bias))
-    assert ONEDNN_OP not in ops_run(lambda: cpu_matmul.linear(x, weight, bias))
+    assert ONEDNN_LINEAR_OP not in ops_run(lambda: cpu_matmul.linear(x, weight, bias))
     if case == "autograd":
         result.sum().backward()
         assert weight.grad is not None
@@ -99,7 +92,7 @@ def test_small_convolutions_equal_pytorch_as_im2col_products(size, kernel, strid
     assert result.shape == expected.shape and result.is_contiguous()
     exact = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), stride, padding)
     assert_float32_accurate(result, exact, expected)
-    assert ONEDNN_OP in ops_run(lambda: cpu_matmul.conv2d(x, weight, bias, stride, padding))
+    assert ONEDNN_LINEAR_OP in ops_run(lambda: cpu_matmul.conv2d(x, weight, bias, stride, padding))
 
 
 @pytest.mark.parametrize(
@@ -111,4 +104,4 @@ def test_other_convolutions_are_pytorch_exactly(size, groups, dilation, padding)
     x, weight, bias = randn(2, 8, size, size, seed=12), randn(6, 8 // groups, 3, 3, seed=13), randn(6, seed=14)
     expected = F.conv2d(x, weight, bias, 1, padding, dilation, groups)
     assert torch.equal(cpu_matmul.conv2d(x, weight, bias, 1, padding, dilation, groups), expected)
-    assert ONEDNN_OP not in ops_run(lambda: cpu_matmul.conv2d(x, weight, bias, 1, padding, dilation, groups))
+    assert ONEDNN_LINEAR_OP not in ops_run(lambda: cpu_matmul.conv2d(x, weight, bias, 1, padding, dilation, groups))

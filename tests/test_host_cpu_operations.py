@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
+from op_trace import ONEDNN_LINEAR_OP, ops_run
 
 pytestmark = pytest.mark.host
-
-ONEDNN_OP = "mkldnn::_linear_pointwise"
-
-
-def ops_run(call) -> set[str]:
-    with profile(activities=[ProfilerActivity.CPU]) as recorded:
-        call()
-    return {event.key for event in recorded.key_averages()}
 
 
 def layer_classes(module: torch.nn.Module) -> set[type]:
@@ -56,8 +48,8 @@ def test_unet_with_cpu_layers_equals_comfyui_layers(tiny_dp3d, monkeypatch):
     with torch.inference_mode():
         expected = plain(x, timesteps, context)
         result = fast(x, timesteps, context)
-        assert ONEDNN_OP in ops_run(lambda: fast(x, timesteps, context))
-        assert ONEDNN_OP not in ops_run(lambda: plain(x, timesteps, context))
+        assert ONEDNN_LINEAR_OP in ops_run(lambda: fast(x, timesteps, context))
+        assert ONEDNN_LINEAR_OP not in ops_run(lambda: plain(x, timesteps, context))
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
