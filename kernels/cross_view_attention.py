@@ -19,7 +19,7 @@ from torch import nn
 from .checkpoint_layout import CrossViewPlacement, cross_view_placements
 from .view_windows import ViewWindows
 
-# attention(q, k, v, heads) -> out, all [N, T, heads * dim_head]
+# attention(q, k, v, heads) -> out, all [..., T, heads * dim_head]: leading dims are batch, any strides
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 GROUP_NORM_GROUPS = 32
@@ -32,15 +32,17 @@ CPU_FEED_FORWARD_ROWS = 512
 
 
 def short_sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head softmax attention (scale ``dim_head ** -0.5``; q, k, v and out [N, T, heads*dim_head]) for
-    the many very short sequences of attention across views (T = views per window, N = spatial positions x
-    windows): explicit batched matmuls, about twice as fast as fused attention kernels (SDPA) on a CPU for
-    T ~ 8, and the official module's own formulation (baddbmm, softmax, bmm)."""
-    q, k, v = (rearrange(t, "n t (h d) -> (n h) t d", h=heads) for t in (q, k, v))
-    scores = torch.baddbmm(q.new_empty(q.shape[0], q.shape[1], k.shape[1]), q, k.transpose(1, 2), beta=0,
-                           alpha=q.shape[-1] ** -0.5)
-    out = torch.bmm(scores.softmax(dim=-1), v)
-    return rearrange(out, "(n h) t d -> n t (h d)", h=heads)
+    """Multi-head softmax attention (scale ``dim_head ** -0.5``) for the many very short sequences of
+    attention across views: q, k, v and out [..., T, heads*dim_head], T = views per window, the leading dims
+    (windows, spatial positions) a batch of independent sequences, in any memory layout.
+
+    Two einsums and a softmax, the official module's maths. PyTorch turns each einsum into one batched
+    product over the leading dims, so a caller's strided window view needs no rearranged copy first. For
+    16 views of 640 channels at 16x16 on 2 CPU cores: 9-11 ms, against 26-40 ms for rearranged copies
+    with per-head baddbmm/bmm and 11-15 ms for SDPA (fused kernels are overhead-bound at T ~ 8)."""
+    q, k, v = (t.unflatten(-1, (heads, -1)) for t in (q, k, v))
+    scores = torch.einsum("...the,...she->...hts", q, k) * q.shape[-1] ** -0.5
+    return torch.einsum("...hts,...she->...the", scores.softmax(dim=-1), v).flatten(-2)
 
 
 def sinusoid_table(length: int, channels: int) -> torch.Tensor:
@@ -88,14 +90,14 @@ class ViewSelfAttention(nn.Module):
     def attend_consecutive(self, y: torch.Tensor, length: int, attention: Attention) -> torch.Tensor:
         """``forward`` for views cut in order into windows of ``length`` with weight 1: the projections run on
         the views as they lie, and only the attention sees them grouped by window."""
-        positions = y.shape[1]
         y = y + self.pos_encoder.pe[0, :length].to(y).repeat(y.shape[0] // length, 1)[:, None]
+        # [w, d, f, c] views of the projections: no copy before the attention reads them
         q, k, v = (
-            rearrange(projection(y), "(w f) d c -> (w d) f c", f=length)
+            rearrange(projection(y), "(w f) d c -> w d f c", f=length)
             for projection in (self.to_q, self.to_k, self.to_v)
         )
         out = attention(q, k, v, self.heads)
-        return self.to_out[0](rearrange(out, "(w d) f c -> (w f) d c", d=positions))
+        return self.to_out[0](rearrange(out, "w d f c -> (w f) d c"))
 
     def forward(self, y: torch.Tensor, windows: ViewWindows, attention: Attention) -> torch.Tensor:
         """y [V, D, C] (views, spatial positions, channels), normalised -> blended attention output, same shape."""
@@ -205,7 +207,7 @@ class CrossViewModule(nn.Module):
         self, x: torch.Tensor, windows: ViewWindows, attention: Attention | None = None
     ) -> torch.Tensor:
         """x [B, C, H, W] with B == windows.n_views -> same shape. ``attention(q, k, v, heads) -> out``
-        with q,k,v,out as [N, T, heads*dim_head]; default: ``short_sequence_attention``."""
+        with q,k,v,out as [..., T, heads*dim_head]; default: ``short_sequence_attention``."""
         if x.ndim != 4 or x.shape[0] != windows.n_views:
             raise ValueError(f"expected x [n_views={windows.n_views}, C, H, W], got {tuple(x.shape)}")
         return self.temporal_transformer(x, windows, attention or short_sequence_attention)

@@ -305,9 +305,9 @@ def test_custom_attention_is_called_once_per_window_length(module):
 
     def naive_attention(q, k, v, heads):
         calls.append(tuple(q.shape))
-        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(-2, -3) for t in (q, k, v))
         scores = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-        return (scores @ v).transpose(1, 2).flatten(2)
+        return (scores @ v).transpose(-2, -3).flatten(-2)
 
     x = views(13, size=2)
     plan = official_windows(13)
@@ -318,6 +318,12 @@ def test_custom_attention_is_called_once_per_window_length(module):
     calls.clear()
     run(module, views(64, size=2), plan_view_windows("sliding", 64), attention=naive_attention)
     assert calls == [(15 * 4, 8, 32)] * 2
+    calls.clear()
+    # views cut in order into windows attend in place: [windows, positions, views, channels]
+    x = views(16, size=2)
+    out = run(module, x, official_windows(16), attention=naive_attention)
+    torch.testing.assert_close(out, run(module, x, official_windows(16)), atol=1e-5, rtol=1e-5)
+    assert calls == [(2, 4, 8, 32)] * 2
 
 
 def test_operations_provide_every_layer(state_dict):
