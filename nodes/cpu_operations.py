@@ -31,9 +31,13 @@ def default_cpu_matmul() -> str:
 def with_cpu_matmul(base: type) -> type:
     """``base`` (a ComfyUI operations class) with Linear and Conv2d computing through ``cpu_matmul``.
 
-    Linear layers take the oneDNN path only when ComfyUI is not casting or patching their weights on the
-    fly (``comfy_cast_weights``, low-VRAM weight functions); convolutions take it in either case, after
-    ComfyUI's cast."""
+    Linear layers whose weights ComfyUI casts or patches on the fly (``comfy_cast_weights`` for bf16/fp16
+    storage, low-VRAM weight functions) run ComfyUI's cast first, then the same product, provided ``base``
+    keeps ComfyUI's plain cast-then-product layer; convolutions take it in either case, after the cast."""
+
+    plain_cast = getattr(base.Linear, "forward_comfy_cast_weights", None) is (
+        comfy.ops.disable_weight_init.Linear.forward_comfy_cast_weights
+    )
 
     class Linear(base.Linear):
         def forward(self, input, *args, **kwargs):
@@ -48,6 +52,14 @@ def with_cpu_matmul(base: type) -> type:
                 return super().forward(input, *args, **kwargs)
             comfy.ops.run_every_op()  # ComfyUI's per-layer interrupt check
             return cpu_matmul.onednn_linear(input, self.weight, self.bias)
+
+        def forward_comfy_cast_weights(self, input, *args, **kwargs):
+            if args or kwargs or not plain_cast or input.device.type != "cpu":
+                return super().forward_comfy_cast_weights(input, *args, **kwargs)
+            weight, bias, offload_stream = comfy.ops.cast_bias_weight(self, input, offloadable=True)
+            out = cpu_matmul.linear(input, weight, bias)
+            comfy.ops.uncast_bias_weight(self, weight, bias, offload_stream)
+            return out
 
     class Conv2d(base.Conv2d):
         def _conv_forward(self, input, weight, bias):

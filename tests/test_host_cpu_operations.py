@@ -54,8 +54,8 @@ def test_unet_with_cpu_layers_equals_comfyui_layers(tiny_dp3d, monkeypatch):
 
 
 def test_comfyui_weight_functions_still_apply(tiny_dp3d):
-    """Low-VRAM loading and some patches change weights on the fly (``weight_function``); such layers go
-    through ComfyUI's own cast path, so the patched weight is the one used."""
+    """Low-VRAM loading and some patches change weights on the fly (``weight_function``): ComfyUI's cast
+    applies them before the oneDNN product, so the patched weight is the one used."""
     layer = next(m for m in tiny_dp3d["unet"].model.diffusion_model.modules() if isinstance(m, torch.nn.Linear))
     x = torch.randn(5, layer.in_features, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
@@ -63,11 +63,57 @@ def test_comfyui_weight_functions_still_apply(tiny_dp3d):
         layer.weight_function = [lambda weight: 2 * weight]
         try:
             patched = layer(x)
+            assert ONEDNN_LINEAR_OP in ops_run(lambda: layer(x))
         finally:
             layer.weight_function = []
         expected = torch.nn.functional.linear(x, 2 * layer.weight, layer.bias)
     torch.testing.assert_close(patched, expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(patched, unpatched)
+
+
+def test_bf16_stored_linear_layers_cast_then_compute_on_onednn(comfy_host):
+    """bf16/fp16 storage on a CPU: ComfyUI's manual cast to float32, then the oneDNN product — the numbers
+    of ComfyUI's own manual-cast layer, which computes the same cast weights with PyTorch's product."""
+    import comfy.ops
+
+    from diffportrait3d.kernels.cpu_matmul import onednn_matmul_available
+    from diffportrait3d.nodes.cpu_operations import with_cpu_matmul
+
+    if not onednn_matmul_available():
+        pytest.skip("this PyTorch build has no oneDNN linear op")
+    generator = torch.Generator().manual_seed(2)
+    layers = {}
+    for name, operations in ("comfy", comfy.ops.manual_cast), ("pack", with_cpu_matmul(comfy.ops.manual_cast)):
+        layers[name] = operations.Linear(64, 48, dtype=torch.bfloat16)
+        layers[name].weight = torch.nn.Parameter(torch.randn(48, 64, generator=torch.Generator().manual_seed(3))
+                                                 .bfloat16(), requires_grad=False)
+        layers[name].bias = torch.nn.Parameter(torch.randn(48).bfloat16(), requires_grad=False)
+    layers["pack"].load_state_dict(layers["comfy"].state_dict())
+    x = torch.randn(2, 7, 64, generator=generator)
+    with torch.inference_mode():
+        expected, result = layers["comfy"](x), layers["pack"](x)
+        assert ONEDNN_LINEAR_OP in ops_run(lambda: layers["pack"](x))
+        assert ONEDNN_LINEAR_OP not in ops_run(lambda: layers["comfy"](x))
+    assert result.dtype == torch.float32 and layers["pack"].weight.dtype == torch.bfloat16
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_operations_with_their_own_cast_layer_keep_it(comfy_host):
+    """A base whose Linear casts its own way (fp8, quantised weights) is left to that code."""
+    import comfy.ops
+
+    from diffportrait3d.nodes.cpu_operations import with_cpu_matmul
+
+    class OwnCast(comfy.ops.manual_cast):
+        class Linear(comfy.ops.manual_cast.Linear):
+            def forward_comfy_cast_weights(self, input):
+                return torch.full((*input.shape[:-1], self.out_features), 7.0)
+
+    layer = with_cpu_matmul(OwnCast).Linear(4, 3, dtype=torch.bfloat16)
+    layer.weight = torch.nn.Parameter(torch.ones(3, 4, dtype=torch.bfloat16), requires_grad=False)
+    layer.bias = None
+    with torch.inference_mode():
+        assert torch.equal(layer(torch.ones(2, 4)), torch.full((2, 3), 7.0))
 
 
 def test_unknown_cpu_matmul_setting_is_a_clear_error(comfy_host, monkeypatch):
