@@ -47,6 +47,8 @@ ARCHITECTURES = {"full": None, "tiny": PACK_ROOT / "tests" / "fixtures" / "tiny_
 WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OFFICIAL_SCHEDULE_STEPS = 50
 TIMING_KEY = "dp3d_benchmark"
+KERNEL_HUGE_PAGE_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+TORCH_HUGE_PAGE_SWITCH = "THP_MEM_ALLOC_ENABLE"
 
 # Official code on the reference machine (2 vCPU, float32, random weights): ../shared/reference.
 OFFICIAL_CPU = {
@@ -130,6 +132,18 @@ def build_random_models(
         managed(unet, load_device), managed(appearance, load_device), managed(cross_view, load_device), pose,
         architecture,
     )
+
+
+def huge_page_setup(mode_file: Path = KERNEL_HUGE_PAGE_MODE) -> dict:
+    """Linux transparent huge pages: the kernel's mode (``always``, ``madvise``, ``never``; None elsewhere)
+    and PyTorch's ``$THP_MEM_ALLOC_ENABLE``, which asks for huge pages for large CPU tensors — in
+    ``madvise`` mode the only way they get them. Read when PyTorch starts, so it must be set before."""
+    try:
+        text = mode_file.read_text()
+        mode = text[text.index("[") + 1 : text.index("]")]
+    except (OSError, ValueError):
+        mode = None
+    return {"kernel_mode": mode, TORCH_HUGE_PAGE_SWITCH: os.environ.get(TORCH_HUGE_PAGE_SWITCH)}
 
 
 def peak_memory_bytes() -> int:
@@ -371,6 +385,7 @@ def summarise(config, models, timer, alone, build_seconds, rss_after_build, devi
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "load_average_before": load_before,
+        "huge_pages": huge_page_setup(),
         "steps_timed": config.steps,
         "warmup_steps": config.warmup,
         "seconds_per_step": per_step,
@@ -417,6 +432,10 @@ def format_report(result: dict) -> str:
     if "peak_vram_bytes" in result:
         lines.append(f"  peak VRAM {result['peak_vram_bytes'] / gib:.2f} GiB, "
                      f"{result['seconds_per_view_per_step']:.3f} s per view per step")
+    huge_pages = result["huge_pages"]
+    if result["device"] == "cpu" and huge_pages["kernel_mode"] == "madvise" and huge_pages[TORCH_HUGE_PAGE_SWITCH] != "1":
+        lines.append(f"  tip: this kernel gives huge pages only on request; {TORCH_HUGE_PAGE_SWITCH}=1 before starting "
+                     "makes PyTorch ask for them for large tensors (a full-size step 4-6 % faster on our test machine)")
     official = result.get("official_cpu")
     if official:
         reference = official["seconds_per_step_fp32"]

@@ -104,6 +104,33 @@ def test_bench_reports_time_breakdown_overhead_and_memory(comfy_host, capsys):
     assert result["sum_of_parts_alone"] == pytest.approx(sum(result["parts_alone"].values()))
     assert result["peak_memory_bytes"] >= result["rss_after_build_bytes"] > 0
     assert 0 < result["weight_bytes"] < 100 * 2**20
+    assert set(result["huge_pages"]) == {"kernel_mode", "THP_MEM_ALLOC_ENABLE"}
+
+
+def test_huge_page_setup_reads_the_kernel_mode_and_the_torch_switch(comfy_host, tmp_path, monkeypatch):
+    from diffportrait3d.nodes.benchmark import format_report, huge_page_setup
+
+    mode_file = tmp_path / "enabled"
+    mode_file.write_text("always [madvise] never\n")
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    assert huge_page_setup(mode_file) == {"kernel_mode": "madvise", "THP_MEM_ALLOC_ENABLE": None}
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
+    assert huge_page_setup(mode_file)["THP_MEM_ALLOC_ENABLE"] == "1"
+    assert huge_page_setup(tmp_path / "missing")["kernel_mode"] is None  # not Linux, or no THP
+    mode_file.write_text("[always] madvise never\n")
+    assert huge_page_setup(mode_file)["kernel_mode"] == "always"
+
+    result = {
+        "model": "tiny", "views": 1, "latent": [8, 8], "weight_dtype": "fp32", "compute_dtype": "float32",
+        "device": "cpu", "cpu_matmul": "onednn", "threads": 1, "torch": "x", "load_average_before": 0.0,
+        "seconds_per_step": 1.0, "steps_timed": 1, "step_seconds": [1.0], "breakdown": {},
+        "unet_calls_per_step": 1, "parts_alone": {}, "sum_of_parts_alone": 1.0, "overhead_over_parts": 0.0,
+        "peak_memory_bytes": 1, "rss_after_build_bytes": 1, "weight_bytes": 1,
+        "huge_pages": {"kernel_mode": "madvise", "THP_MEM_ALLOC_ENABLE": None},
+    }
+    assert "THP_MEM_ALLOC_ENABLE=1" in format_report(result)
+    result["huge_pages"]["THP_MEM_ALLOC_ENABLE"] = "1"
+    assert "THP_MEM_ALLOC_ENABLE" not in format_report(result)
 
 
 def test_bench_builds_bf16_weights_without_float32_copies(comfy_host):
