@@ -21,6 +21,7 @@ from comfy_api.latest import io
 
 from ..kernels.cross_view_attention import CrossViewModule, CrossViewModuleSet
 from ..kernels.view_windows import WINDOW_MODES, plan_view_windows, stacked_windows
+from .cpu_operations import CPU_SLICE_TOKENS, slices_on_cpu
 from .io_types import CrossViewModules
 from .model_loading import inference_setup, load_converted, managed, require_fit
 from .unet_structure import block_channels, has_upsampler, require_unet, unet_blocks
@@ -60,7 +61,7 @@ def build_cross_view_modules(architecture: dict, placements: list[dict], setup) 
         dtype=dtype,
         device=comfy.model_management.unet_offload_device(),
     )
-    return modules.eval()
+    return modules.slice_on_cpu_(CPU_SLICE_TOKENS if slices_on_cpu(operations) else None).eval()
 
 
 def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.model_patcher.ModelPatcher:

@@ -24,7 +24,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from ..kernels.checkpoint_components import COMPONENT_FILES
 from ..kernels.image_range import to_signed_unit_range
 from ..kernels.unet_architecture import comfy_unet_kwargs
-from .cpu_operations import pack_operations
+from .cpu_operations import pack_operations, slice_feed_forwards_
 
 MODEL_FOLDER = "diffportrait3d"
 
@@ -114,6 +114,7 @@ def build_pose_controlnet(architecture: dict, setup) -> comfy.controlnet.Control
         device=comfy.model_management.unet_offload_device(),
         **kwargs,
     )
+    slice_feed_forwards_(network, operations)
     return comfy.controlnet.ControlNet(
         network,
         load_device=load_device,
@@ -148,7 +149,7 @@ def build_appearance_net(architecture: dict, setup) -> UNetModel:
     )
     network.out = torch.nn.Identity()
     network.architecture = architecture
-    return network.eval()
+    return slice_feed_forwards_(network, operations).eval()
 
 
 def load_appearance_net(path: str, input_name: str = "appearance_net") -> comfy.model_patcher.ModelPatcher:
@@ -176,7 +177,9 @@ def build_dp3d_unet(architecture: dict, setup):
     config = RecordedSD15({k: v for k, v in kwargs.items() if k != "use_checkpoint"})
     config.set_inference_dtype(dtype, manual_cast_dtype)
     config.custom_operations = operations
-    return config.get_model({}, "")
+    model = config.get_model({}, "")
+    slice_feed_forwards_(model.diffusion_model, operations)
+    return model
 
 
 def load_dp3d_unet(path: str, input_name: str = "unet") -> comfy.model_patcher.ModelPatcher:

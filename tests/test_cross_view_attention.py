@@ -380,13 +380,30 @@ def test_consecutive_windows_in_place_equal_the_gathered_path(module, n_views):
     torch.testing.assert_close(run(module, x, plan), run(module, x, shuffled), rtol=1e-6, atol=1e-6)
 
 
-def test_feed_forward_in_slices_equals_one_product(module):
-    from diffportrait3d.kernels.cross_view_attention import CPU_FEED_FORWARD_ROWS
+@pytest.mark.parametrize("mode", ["official", "sliding"])
+def test_block_in_position_slices_equals_one_pass(module, mode, monkeypatch):
+    """With ``cpu_slice_tokens`` the transformer block runs over slices of positions on a CPU; nothing in it
+    mixes positions, so slices of 3 positions (uneven: 16 positions) give the one-pass result."""
+    import diffportrait3d.kernels.cross_view_attention as cross_view_attention
 
-    feed_forward = module.temporal_transformer.transformer_blocks[0].ff
-    tokens = torch.randn(3, CPU_FEED_FORWARD_ROWS + 37, 32, generator=torch.Generator().manual_seed(5))
+    block = module.temporal_transformer.transformer_blocks[0]
+    tokens = torch.randn(8, 16, 32, generator=torch.Generator().manual_seed(5))
+    plan = plan_view_windows(mode, 8, 4, 2, "pyramid")
+    calls = []
+    transform = block.transform
+    monkeypatch.setattr(block, "transform", lambda h, *args: calls.append(h.shape[1]) or transform(h, *args))
     with torch.no_grad():
-        torch.testing.assert_close(feed_forward(tokens), feed_forward.feed_forward(tokens), rtol=1e-6, atol=1e-6)
+        one_pass = block(tokens, plan, cross_view_attention.short_sequence_attention)
+        block.cpu_slice_tokens = 8 * 3
+        try:
+            sliced = block(tokens, plan, cross_view_attention.short_sequence_attention)
+            block.cpu_slice_tokens = 8 * 16  # all positions fit in one slice
+            unsliced = block(tokens, plan, cross_view_attention.short_sequence_attention)
+        finally:
+            del block.cpu_slice_tokens
+    assert calls == [16, 3, 3, 3, 3, 3, 1, 16]
+    assert torch.equal(unsliced, one_pass)
+    torch.testing.assert_close(sliced, one_pass, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["official", "sliding"])

@@ -30,6 +30,48 @@ def test_every_loaded_network_is_built_with_the_cpu_layers(tiny_dp3d):
         assert layer_classes(network) <= {operations.Linear, operations.Conv2d}, name
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_networks_slice_their_transformers_on_cpu_only_with_cast_weights(comfy_host, dtype):
+    """bf16/fp16 storage is the memory-saving choice: its networks run feed-forwards and cross-view blocks in
+    token slices; float32 networks run them in one pass (faster on our test CPU)."""
+    from comfy.ldm.modules.attention import FeedForward
+
+    from diffportrait3d.kernels.cross_view_attention import ViewTransformerBlock
+    from diffportrait3d.nodes.benchmark import build_random_models
+    from diffportrait3d.nodes.cpu_operations import CPU_SLICE_TOKENS, RowSlicedFeedForward
+
+    models = build_random_models("tiny", dtype)
+    sliced = dtype == "bf16"
+    for network in (models.unet.model.diffusion_model, models.appearance.model, models.pose.control_model):
+        kinds = {type(m) for m in network.modules() if isinstance(m, FeedForward)}
+        assert kinds == ({RowSlicedFeedForward} if sliced else {FeedForward})
+    blocks = [m for m in models.cross_view.model.modules() if isinstance(m, ViewTransformerBlock)]
+    assert len(blocks) == 27
+    assert {block.cpu_slice_tokens for block in blocks} == {CPU_SLICE_TOKENS if sliced else None}
+
+
+def test_row_sliced_feed_forward_gives_the_same_numbers(tiny_dp3d, monkeypatch):
+    from comfy.ldm.modules.attention import FeedForward
+
+    from diffportrait3d.nodes.cpu_operations import CPU_SLICE_TOKENS, RowSlicedFeedForward
+
+    network = tiny_dp3d["unet"].model.diffusion_model
+    feed_forward = next(m for m in network.modules() if isinstance(m, FeedForward))
+    monkeypatch.setattr(feed_forward, "__class__", RowSlicedFeedForward)
+    assert {k.split(".")[0] for k in feed_forward.state_dict()} == {"net"}  # the keys ComfyUI loads
+    width = feed_forward.net[-1].out_features
+    tokens = torch.randn(2, CPU_SLICE_TOKENS + 77, width, generator=torch.Generator().manual_seed(4))
+    slices = []
+    monkeypatch.setattr(feed_forward.net, "forward", lambda x: slices.append(x.shape[0]) or
+                        torch.nn.Sequential.forward(feed_forward.net, x))
+    with torch.inference_mode():
+        sliced = feed_forward(tokens)
+        slices_seen, slices[:] = list(slices), []
+        whole = FeedForward.forward(feed_forward, tokens)
+    assert slices_seen == [CPU_SLICE_TOKENS, CPU_SLICE_TOKENS, 2 * 77]
+    torch.testing.assert_close(sliced, whole, rtol=1e-6, atol=1e-6)
+
+
 def test_unet_with_cpu_layers_equals_comfyui_layers(tiny_dp3d, monkeypatch):
     from diffportrait3d.kernels.cpu_matmul import onednn_matmul_available
     from diffportrait3d.nodes.model_loading import load_dp3d_unet
@@ -95,6 +137,30 @@ def test_bf16_stored_linear_layers_cast_then_compute_on_onednn(comfy_host):
         assert ONEDNN_LINEAR_OP in ops_run(lambda: layers["pack"](x))
         assert ONEDNN_LINEAR_OP not in ops_run(lambda: layers["comfy"](x))
     assert result.dtype == torch.float32 and layers["pack"].weight.dtype == torch.bfloat16
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [2, 8])  # the im2col product and PyTorch's convolution
+def test_bf16_stored_convolutions_cast_into_the_shared_buffer(comfy_host, size, monkeypatch):
+    import comfy.ops
+
+    from diffportrait3d.kernels.cast_scratch import CastScratch
+    from diffportrait3d.nodes import cpu_operations
+
+    monkeypatch.setattr(cpu_operations, "_CAST_SCRATCH", CastScratch())
+    generator = torch.Generator().manual_seed(6)
+    comfy_layer = comfy.ops.manual_cast.Conv2d(16, 24, 3, padding=1, dtype=torch.bfloat16)
+    pack_layer = cpu_operations.with_cpu_matmul(comfy.ops.manual_cast).Conv2d(16, 24, 3, padding=1,
+                                                                            dtype=torch.bfloat16)
+    weights = {"weight": torch.randn(24, 16, 3, 3, generator=generator).bfloat16(),
+               "bias": torch.randn(24, generator=generator).bfloat16()}
+    comfy_layer.load_state_dict(weights)
+    pack_layer.load_state_dict(weights)
+    x = torch.randn(2, 16, size, size, generator=generator)
+    with torch.inference_mode():
+        expected, result = comfy_layer(x), pack_layer(x)
+    assert cpu_operations._CAST_SCRATCH.buffer_bytes() == 24 * 16 * 9 * 4  # the weight went through it
+    assert pack_layer.weight.dtype == torch.bfloat16
     torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
 
 
