@@ -435,7 +435,7 @@ def format_report(result: dict) -> str:
     huge_pages = result["huge_pages"]
     if result["device"] == "cpu" and huge_pages["kernel_mode"] == "madvise" and huge_pages[TORCH_HUGE_PAGE_SWITCH] != "1":
         lines.append(f"  tip: this kernel gives huge pages only on request; {TORCH_HUGE_PAGE_SWITCH}=1 before starting "
-                     "makes PyTorch ask for them for large tensors (a full-size step 4-6 % faster on our test machine)")
+                     "makes PyTorch ask for them for large tensors (a full-size step up to 6 % faster on our test machine)")
     official = result.get("official_cpu")
     if official:
         reference = official["seconds_per_step_fp32"]
