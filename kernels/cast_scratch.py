@@ -1,7 +1,7 @@
 """One reusable buffer for weights cast to the compute dtype layer by layer (bf16/fp16 storage, float32 compute).
 
 Casting each layer's weight into a fresh tensor makes the allocator hand out and take back blocks of up to
-the largest layer (59 MB for the UNet's 1280-channel 3x3 convolutions in float32) hundreds of times per
+the largest layer (118 MB for the UNet's 2560-to-1280-channel 3x3 convolutions in float32) hundreds of times per
 step: the pages are faulted in and zeroed every time, and the heap keeps freed blocks around, which raises
 the process's peak memory. Casting into one buffer per thread and dtype, grown to the largest weight seen,
 does neither.

@@ -1,7 +1,7 @@
 """ComfyUI layer classes ("operations") whose float32 CPU linear layers and small convolutions run on
 ``kernels/cpu_matmul``, with bf16/fp16-stored weights cast layer by layer into one reused buffer; every
-other case is the base class's own code. Networks built with them also run their transformer
-feed-forwards in row slices on a CPU (``RowSlicedFeedForward``).
+other case is the base class's own code. Networks built with them from bf16/fp16-stored weights also run
+their transformer feed-forwards in token slices on a CPU (``RowSlicedFeedForward``, ``slices_on_cpu``).
 
 Only the networks this pack builds use them (its loaders and the benchmark): the layers are chosen when a
 network is built, the way ComfyUI itself picks operations, so nothing is patched at run time. Set

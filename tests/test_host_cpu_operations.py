@@ -114,8 +114,8 @@ def test_comfyui_weight_functions_still_apply(tiny_dp3d):
 
 
 def test_bf16_stored_linear_layers_cast_then_compute_on_onednn(comfy_host):
-    """bf16/fp16 storage on a CPU: ComfyUI's manual cast to float32, then the oneDNN product — the numbers
-    of ComfyUI's own manual-cast layer, which computes the same cast weights with PyTorch's product."""
+    """bf16/fp16 storage on a CPU: the weight cast to float32 (into the shared buffer), then the oneDNN
+    product — the numbers of ComfyUI's own manual-cast layer, which uses PyTorch's product."""
     import comfy.ops
 
     from diffportrait3d.kernels.cpu_matmul import onednn_matmul_available
