@@ -36,13 +36,17 @@ def onednn_matmul_available() -> bool:
         return False
 
 
-def _plain_float32_cpu(tensor: torch.Tensor | None) -> bool:
+def plain_cpu_tensor(tensor: torch.Tensor | None) -> bool:
+    """None, or a dense CPU tensor or parameter that is no tensor subclass (quantised weights are)."""
     return tensor is None or (
-        type(tensor) in (torch.Tensor, torch.nn.Parameter)  # no tensor subclasses (quantized weights)
+        type(tensor) in (torch.Tensor, torch.nn.Parameter)
         and tensor.device.type == "cpu"
-        and tensor.dtype == torch.float32
         and tensor.layout == torch.strided
     )
+
+
+def _plain_float32_cpu(tensor: torch.Tensor | None) -> bool:
+    return plain_cpu_tensor(tensor) and (tensor is None or tensor.dtype == torch.float32)
 
 
 def computes_on_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:

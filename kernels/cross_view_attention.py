@@ -17,6 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from .checkpoint_layout import CrossViewPlacement, cross_view_placements
+from .token_slices import apply_in_slices
 from .view_windows import ViewWindows
 
 # attention(q, k, v, heads) -> out, all [..., T, heads * dim_head]: leading dims are batch, any strides
@@ -163,11 +164,7 @@ class ViewTransformerBlock(nn.Module):
         limit = self.cpu_slice_tokens
         if limit is None or h.device.type != "cpu" or views * positions <= limit:
             return self.transform(h, windows, attention)
-        step = max(1, limit // views)
-        out = torch.empty_like(h)
-        for start in range(0, positions, step):
-            out[:, start : start + step] = self.transform(h[:, start : start + step], windows, attention)
-        return out
+        return apply_in_slices(lambda part: self.transform(part, windows, attention), h, 1, max(1, limit // views))
 
     def transform(self, h: torch.Tensor, windows: ViewWindows, attention: Attention) -> torch.Tensor:
         for attend, norm in zip(self.attention_blocks, self.norms, strict=True):

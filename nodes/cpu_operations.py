@@ -19,6 +19,7 @@ from comfy.ldm.modules.attention import FeedForward
 
 from ..kernels import cpu_matmul
 from ..kernels.cast_scratch import CastScratch
+from ..kernels.token_slices import apply_in_slices
 
 ENVIRONMENT_SWITCH = "DIFFPORTRAIT3D_CPU_MATMUL"
 CHOICES = ("onednn", "pytorch")
@@ -47,10 +48,7 @@ def _casts_plainly(layer, input: torch.Tensor) -> bool:
         and not layer.bias_function
         and input.device.type == "cpu"
         and input.dtype.is_floating_point
-        and all(
-            t is None or (type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu")
-            for t in (layer.weight, layer.bias)
-        )
+        and all(cpu_matmul.plain_cpu_tensor(t) for t in (layer.weight, layer.bias))
     )
 
 
@@ -132,10 +130,7 @@ class RowSlicedFeedForward(FeedForward):
         rows = x.reshape(-1, x.shape[-1])
         if x.device.type != "cpu" or rows.shape[0] <= CPU_SLICE_TOKENS:
             return super().forward(x)
-        out = x.new_empty(rows.shape[0], self.net[-1].out_features)
-        for start in range(0, rows.shape[0], CPU_SLICE_TOKENS):
-            out[start : start + CPU_SLICE_TOKENS] = super().forward(rows[start : start + CPU_SLICE_TOKENS])
-        return out.view(*x.shape[:-1], -1)
+        return apply_in_slices(super().forward, rows, 0, CPU_SLICE_TOKENS).view(*x.shape[:-1], -1)
 
 
 def slice_feed_forwards_(network: torch.nn.Module, operations) -> torch.nn.Module:
