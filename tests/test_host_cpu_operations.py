@@ -124,13 +124,12 @@ def test_bf16_stored_linear_layers_cast_then_compute_on_onednn(comfy_host):
     if not onednn_matmul_available():
         pytest.skip("this PyTorch build has no oneDNN linear op")
     generator = torch.Generator().manual_seed(2)
+    weights = {"weight": torch.randn(48, 64, generator=generator).bfloat16(),
+               "bias": torch.randn(48, generator=generator).bfloat16()}
     layers = {}
     for name, operations in ("comfy", comfy.ops.manual_cast), ("pack", with_cpu_matmul(comfy.ops.manual_cast)):
         layers[name] = operations.Linear(64, 48, dtype=torch.bfloat16)
-        layers[name].weight = torch.nn.Parameter(torch.randn(48, 64, generator=torch.Generator().manual_seed(3))
-                                                 .bfloat16(), requires_grad=False)
-        layers[name].bias = torch.nn.Parameter(torch.randn(48).bfloat16(), requires_grad=False)
-    layers["pack"].load_state_dict(layers["comfy"].state_dict())
+        layers[name].load_state_dict(weights)
     x = torch.randn(2, 7, 64, generator=generator)
     with torch.inference_mode():
         expected, result = layers["comfy"](x), layers["pack"](x)
