@@ -1,4 +1,5 @@
-"""Float32 linear layers and small-image convolutions on a CPU, computed by oneDNN's matrix product.
+"""Float32 (and native bf16) linear layers and small-image convolutions on a CPU, computed by oneDNN's
+matrix product.
 
 PyTorch computes a float32 ``F.linear`` on a CPU with its BLAS (MKL in the x86 wheels). oneDNN's product
 (``torch.ops.mkldnn._linear_pointwise``, the op PyTorch's own compiler emits for CPU linear layers) does
@@ -7,8 +8,9 @@ it runs the UNet's shapes 1.15-1.7x faster. A convolution whose output has only 
 UNet's 2x2 and 4x4 levels at small latents) is bound by PyTorch re-laying out its weights on every call;
 written as an im2col matrix product it runs 2-4x faster there, and slower on larger images, hence the
 size rule. Results equal PyTorch's to float32 rounding (a different summation order, as with any other
-BLAS). Anything else — other dtypes or devices, autograd, grouped or dilated convolutions — goes to
-PyTorch unchanged.
+BLAS). bf16 tensors (the opt-in bf16 compute) take the same path on CPUs that multiply bf16 natively: the
+products accumulate in float32 as PyTorch's do, without the bias copy of PyTorch's ``addmm``. Anything
+else — other dtypes or devices, autograd, grouped or dilated convolutions — goes to PyTorch unchanged.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import functools
 import torch
 import torch.nn.functional as F
 
-# Output positions (height x width) up to which an im2col product beats PyTorch's convolution (measured:
-# 2x2 2.7-3.8x faster, 4x4 1.0-1.3x, 8x8 0.5-0.7x).
-SMALL_CONV_MAX_POSITIONS = 16
+# Output positions (height x width) up to which an im2col product beats PyTorch's convolution, per dtype
+# (measured: float32 2x2 2.7-3.8x faster, 4x4 1.0-1.3x, 8x8 0.5-0.7x; bf16 2x2 2.6-7.7x, 4x4 0.7-1.1x).
+SMALL_CONV_MAX_POSITIONS = {torch.float32: 16, torch.bfloat16: 4}
 
 
 @functools.cache
@@ -45,13 +47,23 @@ def plain_cpu_tensor(tensor: torch.Tensor | None) -> bool:
     )
 
 
-def _plain_float32_cpu(tensor: torch.Tensor | None) -> bool:
-    return plain_cpu_tensor(tensor) and (tensor is None or tensor.dtype == torch.float32)
+@functools.cache
+def native_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX on x86), as oneDNN reports it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _onednn_dtype(dtype: torch.dtype) -> bool:
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16_cpu())
 
 
 def computes_on_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
-    """True when ``linear(x, weight, bias)`` takes the oneDNN path: float32 CPU tensors, a contiguous 2-D
-    weight, at least one row, and no autograd graph to record (the op has no backward)."""
+    """True when ``linear(x, weight, bias)`` takes the oneDNN path: plain CPU tensors all float32 (or all bf16
+    on a CPU with native bf16), a contiguous 2-D weight, at least one row, and no autograd graph to record
+    (the op has no backward)."""
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     return (
         not needs_grad
@@ -59,7 +71,8 @@ def computes_on_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         and x.numel() > 0
         and weight.dim() == 2
         and weight.is_contiguous()
-        and all(_plain_float32_cpu(t) for t in (x, weight, bias))
+        and all(plain_cpu_tensor(t) and (t is None or t.dtype == x.dtype) for t in (x, weight, bias))
+        and _onednn_dtype(x.dtype)
         and onednn_matmul_available()
     )
 
@@ -89,7 +102,7 @@ def _pair(value) -> tuple[int, int] | None:
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
            dilation=1, groups: int = 1) -> torch.Tensor:
     """``F.conv2d`` (zero padding): x [B, C, H, W], weight [O, C, kh, kw] -> [B, O, H', W']. Outputs of at
-    most ``SMALL_CONV_MAX_POSITIONS`` positions are computed as an im2col product on oneDNN."""
+    most ``SMALL_CONV_MAX_POSITIONS[dtype]`` positions are computed as an im2col product on oneDNN."""
     stride2, padding2, dilation2 = _pair(stride), _pair(padding), _pair(dilation)
     if (
         x.dim() != 4
@@ -106,7 +119,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     out_h = (height + 2 * padding2[0] - kernel_h) // stride2[0] + 1
     out_w = (width + 2 * padding2[1] - kernel_w) // stride2[1] + 1
     columns_weight = weight.view(out_channels, -1)
-    if out_h < 1 or out_w < 1 or out_h * out_w > SMALL_CONV_MAX_POSITIONS or not computes_on_onednn(
+    max_positions = SMALL_CONV_MAX_POSITIONS.get(x.dtype, 0)
+    if out_h < 1 or out_w < 1 or out_h * out_w > max_positions or not computes_on_onednn(
         x, columns_weight, bias
     ):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)

@@ -1,5 +1,5 @@
-"""kernels/cpu_matmul: oneDNN float32 products equal PyTorch's to float32 rounding, are really taken, and
-every case they do not cover is PyTorch's own result."""
+"""kernels/cpu_matmul: oneDNN float32 (and native bf16) products equal PyTorch's to their dtype's rounding,
+are really taken, and every case they do not cover is PyTorch's own result."""
 
 from __future__ import annotations
 
@@ -13,30 +13,38 @@ from diffportrait3d.kernels import cpu_matmul
 requires_onednn = pytest.mark.skipif(
     not cpu_matmul.onednn_matmul_available(), reason="this PyTorch build has no oneDNN linear op"
 )
+ONEDNN_DTYPES = [
+    torch.float32,
+    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+        not cpu_matmul.native_bf16_cpu(), reason="this CPU has no native bf16 products (AVX512-BF16 or AMX)"
+    )),
+]
 
 
 def randn(*shape, seed=0, dtype=torch.float32):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-def assert_float32_accurate(result, exact, reference_float32):
-    """``result`` is as close to the float64 ``exact`` value as PyTorch's own float32 result (within 4x:
-    a different summation order, not a lower precision — bf16 inputs would be ~1000x off)."""
-    own_error = (reference_float32.double() - exact).abs().max().item()
+def assert_as_accurate_as_pytorch(result, exact, pytorch_result):
+    """``result`` is as close to the float64 ``exact`` value as PyTorch's own result in the same dtype (within
+    4x: a different summation order, not a lower precision — for float32, bf16 inputs would be ~1000x off)."""
+    assert result.dtype == pytorch_result.dtype
+    own_error = (pytorch_result.double() - exact).abs().max().item()
     error = (result.double() - exact).abs().max().item()
     assert error <= 4 * own_error + 1e-6, (error, own_error)
 
 
 @requires_onednn
+@pytest.mark.parametrize("dtype", ONEDNN_DTYPES)
 @pytest.mark.parametrize("shape", [(7, 96), (3, 50, 96), (2, 3, 4, 96)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_linear_equals_pytorch_to_float32_rounding_on_onednn(shape, with_bias):
-    x, weight = randn(*shape, seed=1), randn(80, 96, seed=2)
-    bias = randn(80, seed=3) if with_bias else None
+def test_linear_equals_pytorch_to_its_rounding_on_onednn(shape, with_bias, dtype):
+    x, weight = randn(*shape, seed=1, dtype=dtype), randn(80, 96, seed=2, dtype=dtype)
+    bias = randn(80, seed=3, dtype=dtype) if with_bias else None
     result = cpu_matmul.linear(x, weight, bias)
     assert result.shape == (*shape[:-1], 80) and result.is_contiguous()
     exact = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
-    assert_float32_accurate(result, exact, F.linear(x, weight, bias))
+    assert_as_accurate_as_pytorch(result, exact, F.linear(x, weight, bias))
     assert ONEDNN_LINEAR_OP in ops_run(lambda: cpu_matmul.linear(x, weight, bias))
 
 
@@ -54,14 +62,14 @@ def test_linear_accepts_non_contiguous_input(make_input):
 
 @pytest.mark.parametrize(
     "case",
-    ["float64", "bfloat16", "vector input", "no rows", "strided weight", "autograd"],
+    ["float64", "float16", "vector input", "no rows", "strided weight", "autograd"],
 )
 def test_cases_outside_the_oneDNN_path_are_pytorch_exactly(case):
     x, weight, bias = randn(5, 12, seed=6), randn(8, 12, seed=7), randn(8, seed=8)
     if case == "float64":
         x, weight, bias = x.double(), weight.double(), bias.double()
-    elif case == "bfloat16":
-        x, weight, bias = x.bfloat16(), weight.bfloat16(), bias.bfloat16()
+    elif case == "float16":
+        x, weight, bias = x.half(), weight.half(), bias.half()
     elif case == "vector input":
         x = x[0]
     elif case == "no rows":
@@ -79,6 +87,13 @@ def test_cases_outside_the_oneDNN_path_are_pytorch_exactly(case):
         assert weight.grad is not None
 
 
+def test_mixed_dtypes_get_pytorchs_own_error():
+    x, weight, bias = randn(5, 12, seed=6).bfloat16(), randn(8, 12, seed=7).bfloat16(), randn(8, seed=8)
+    assert not cpu_matmul.computes_on_onednn(x, weight, bias)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        cpu_matmul.linear(x, weight, bias)
+
+
 @requires_onednn
 @pytest.mark.parametrize(
     "size, kernel, stride, padding, with_bias",
@@ -91,8 +106,21 @@ def test_small_convolutions_equal_pytorch_as_im2col_products(size, kernel, strid
     result = cpu_matmul.conv2d(x, weight, bias, stride, padding)
     assert result.shape == expected.shape and result.is_contiguous()
     exact = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), stride, padding)
-    assert_float32_accurate(result, exact, expected)
+    assert_as_accurate_as_pytorch(result, exact, expected)
     assert ONEDNN_LINEAR_OP in ops_run(lambda: cpu_matmul.conv2d(x, weight, bias, stride, padding))
+
+
+@requires_onednn
+@pytest.mark.parametrize("dtype", ONEDNN_DTYPES[1:])
+@pytest.mark.parametrize("size, im2col", [(2, True), (3, False), (4, False)])
+def test_bf16_convolutions_take_im2col_up_to_four_positions(size, im2col, dtype):
+    x, weight, bias = randn(2, 32, size, size, seed=15), randn(16, 32, 3, 3, seed=16), randn(16, seed=17)
+    exact = F.conv2d(x.double(), weight.double(), bias.double(), 1, 1)
+    x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+    result = cpu_matmul.conv2d(x, weight, bias, 1, 1)
+    assert result.is_contiguous()
+    assert_as_accurate_as_pytorch(result, exact, F.conv2d(x, weight, bias, 1, 1))
+    assert (ONEDNN_LINEAR_OP in ops_run(lambda: cpu_matmul.conv2d(x, weight, bias, 1, 1))) == im2col
 
 
 @pytest.mark.parametrize(
