@@ -199,6 +199,9 @@ def _add_bench(commands) -> None:
     parser.add_argument("--cpu-matmul", choices=["onednn", "pytorch"], default="onednn",
                         help="float32 linear layers and small convolutions on a CPU: oneDNN (the pack's default) or "
                         "PyTorch's own (MKL); see docs/performance.md")
+    parser.add_argument("--cpu-compute", choices=["float32", "bf16"], default="float32",
+                        help="compute dtype on a CPU: float32 (ComfyUI's choice) or the pack's opt-in bf16 "
+                        "($DIFFPORTRAIT3D_CPU_COMPUTE=bf16 in ComfyUI; needs --dtype bf16)")
     parser.add_argument("--cfg", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alone-repeats", type=int, default=2, help="repeats of each network run alone (best kept)")
@@ -230,7 +233,8 @@ def _run_bench(options) -> int:
 
     config = BenchConfig(
         model=options.model, views=options.views, latent=options.latent, steps=options.steps, warmup=options.warmup,
-        dtype=options.dtype, cpu_matmul=options.cpu_matmul, cfg=options.cfg, seed=options.seed, alone_repeats=options.alone_repeats,
+        dtype=options.dtype, cpu_matmul=options.cpu_matmul, cpu_compute=options.cpu_compute, cfg=options.cfg,
+        seed=options.seed, alone_repeats=options.alone_repeats,
     )
     try:
         config.check()

@@ -32,6 +32,7 @@ from ..kernels.random_weights import fill_random_weights_
 from ..kernels.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
 from .appearance_reference import ReferenceLatent, apply_appearance_reference
 from .cpu_operations import CHOICES as CPU_MATMUL_CHOICES
+from .cpu_operations import COMPUTE_DTYPES as CPU_COMPUTE_DTYPES
 from .cross_view import CrossViewSettings, apply_cross_view, build_cross_view_modules
 from .model_loading import (
     build_appearance_net,
@@ -66,8 +67,9 @@ OFFICIAL_CPU = {
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
     """What to run: architecture (``full`` or ``tiny``), views, latent size, timed and warm-up steps, the
-    weights' storage dtype (ComfyUI picks the compute dtype for the device), guidance, seed, and the layers'
-    float32 CPU products (``onednn`` or ``pytorch``, see ``nodes/cpu_operations.py``)."""
+    weights' storage dtype (ComfyUI picks the compute dtype for the device), guidance, seed, the layers'
+    float32 CPU products (``onednn`` or ``pytorch``) and the compute dtype on a CPU (``float32``, or the
+    opt-in ``bf16``, which needs bf16 storage); see ``nodes/cpu_operations.py``."""
 
     model: str = "tiny"
     views: int = 8
@@ -76,6 +78,7 @@ class BenchConfig:
     warmup: int = 1
     dtype: str = "fp32"
     cpu_matmul: str = "onednn"
+    cpu_compute: str = "float32"
     cfg: float = 3.0
     eta: float = 0.5
     seed: int = 0
@@ -88,6 +91,10 @@ class BenchConfig:
             raise ValueError(f"dtype must be one of {sorted(WEIGHT_DTYPES)}, not {self.dtype!r}")
         if self.cpu_matmul not in CPU_MATMUL_CHOICES:
             raise ValueError(f"cpu_matmul must be one of {CPU_MATMUL_CHOICES}, not {self.cpu_matmul!r}")
+        if self.cpu_compute not in CPU_COMPUTE_DTYPES:
+            raise ValueError(f"cpu_compute must be one of {tuple(CPU_COMPUTE_DTYPES)}, not {self.cpu_compute!r}")
+        if self.cpu_compute == "bf16" and self.dtype != "bf16":
+            raise ValueError("cpu_compute bf16 computes with the weights stored in bf16: set dtype bf16 too (--dtype bf16)")
         if self.views < 1 or self.latent < 8 or self.latent % 8:
             raise ValueError("views must be >= 1 and latent a multiple of 8 (>= 8)")
         if self.steps < 1 or self.warmup < 0 or self.alone_repeats < 1:
@@ -112,13 +119,13 @@ class RandomModels:
 
 
 def build_random_models(
-    model: str = "tiny", dtype: str = "fp32", seed: int = 0, cpu_matmul: str = "onednn"
+    model: str = "tiny", dtype: str = "fp32", seed: int = 0, cpu_matmul: str = "onednn", cpu_compute: str = "float32"
 ) -> RandomModels:
     """The four DiffPortrait3D networks of an architecture with seeded random weights, as the loaders return
     them (ModelPatchers and ComfyUI's ControlNet), weights stored as ``dtype``."""
     architecture = load_architecture(ARCHITECTURES[model])
     records = component_architectures(architecture)
-    setup = inference_setup_for(None, WEIGHT_DTYPES[dtype], cpu_matmul)
+    setup = inference_setup_for(None, WEIGHT_DTYPES[dtype], cpu_matmul, cpu_compute)
     load_device = setup[0]
     unet = build_dp3d_unet(records["unet"], setup)
     fill_random_weights_(unet.diffusion_model, seed)
@@ -312,7 +319,7 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
     device = comfy.model_management.get_torch_device()
     build_started = time.perf_counter()
     if models is None:
-        models = build_random_models(config.model, config.dtype, config.seed, config.cpu_matmul)
+        models = build_random_models(config.model, config.dtype, config.seed, config.cpu_matmul, config.cpu_compute)
     build_seconds = time.perf_counter() - build_started
     rss_after_build = peak_memory_bytes()
     timer = PartTimer(device)
@@ -377,8 +384,10 @@ def summarise(config, models, timer, alone, build_seconds, rss_after_build, devi
         "latent": [config.latent, config.latent],
         "weight_dtype": config.dtype,
         "cpu_matmul": config.cpu_matmul,
+        "cpu_compute": config.cpu_compute,
         "compute_dtype": str(
-            inference_setup_for(None, WEIGHT_DTYPES[config.dtype], config.cpu_matmul)[2] or WEIGHT_DTYPES[config.dtype]
+            inference_setup_for(None, WEIGHT_DTYPES[config.dtype], config.cpu_matmul, config.cpu_compute)[2]
+            or WEIGHT_DTYPES[config.dtype]
         ).replace("torch.", ""),
         "device": str(device),
         "threads": torch.get_num_threads(),

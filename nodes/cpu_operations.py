@@ -6,11 +6,16 @@ their transformer feed-forwards in token slices on a CPU (``RowSlicedFeedForward
 Only the networks this pack builds use them (its loaders and the benchmark): the layers are chosen when a
 network is built, the way ComfyUI itself picks operations, so nothing is patched at run time. Set
 ``DIFFPORTRAIT3D_CPU_MATMUL=pytorch`` to build with ComfyUI's plain operations.
+
+``DIFFPORTRAIT3D_CPU_COMPUTE=bf16`` is the opt-in the other way: on a CPU the networks are stored and computed
+in bf16, as ComfyUI computes on GPUs that support it (ComfyUI itself never does on a CPU). See
+``cpu_compute_dtype``.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import comfy.ops
@@ -21,19 +26,56 @@ from ..kernels import cpu_matmul
 from ..kernels.cast_scratch import CastScratch
 from ..kernels.token_slices import apply_in_slices
 
-ENVIRONMENT_SWITCH = "DIFFPORTRAIT3D_CPU_MATMUL"
+MATMUL_SWITCH = "DIFFPORTRAIT3D_CPU_MATMUL"
 CHOICES = ("onednn", "pytorch")
+COMPUTE_SWITCH = "DIFFPORTRAIT3D_CPU_COMPUTE"
+COMPUTE_DTYPES = {"float32": None, "bf16": torch.bfloat16}
 # Tokens per slice of a transformer block or feed-forward on a CPU (see slices_on_cpu): 512 rows still keep the
 # matrix kernels busy on 2 Zen 4 cores.
 CPU_SLICE_TOKENS = 512
 
 
+def _environment_choice(switch: str, choices, default: str) -> str:
+    choice = os.environ.get(switch, default).strip().lower() or default
+    if choice not in choices:
+        raise ValueError(f"${switch} must be one of {tuple(choices)}, not {choice!r}")
+    return choice
+
+
 def default_cpu_matmul() -> str:
     """``onednn`` unless ``$DIFFPORTRAIT3D_CPU_MATMUL`` says ``pytorch``."""
-    choice = os.environ.get(ENVIRONMENT_SWITCH, "onednn").strip().lower() or "onednn"
-    if choice not in CHOICES:
-        raise ValueError(f"${ENVIRONMENT_SWITCH} must be one of {CHOICES}, not {choice!r}")
-    return choice
+    return _environment_choice(MATMUL_SWITCH, CHOICES, "onednn")
+
+
+def default_cpu_compute() -> str:
+    """``float32`` unless ``$DIFFPORTRAIT3D_CPU_COMPUTE`` says ``bf16``."""
+    return _environment_choice(COMPUTE_SWITCH, COMPUTE_DTYPES, "float32")
+
+
+def cpu_compute_dtype(choice: str | None = None) -> torch.dtype | None:
+    """The dtype the pack's networks are stored and computed in on a CPU, or None for ComfyUI's choice
+    (float32 compute, whatever the storage). ``choice``: ``float32`` or ``bf16`` (default:
+    ``$DIFFPORTRAIT3D_CPU_COMPUTE``).
+
+    ``bf16`` trades precision for speed and memory: bf16 products take half the time of float32 ones on CPUs
+    with AVX512-BF16 or AMX (a full-size step 4.6-4.9 s instead of 8.7 s on a Zen 4), and the weights take half
+    the memory. The results move by bf16 rounding (``docs/performance.md`` has the measured differences).
+    Elsewhere bf16 is emulated and slower than float32, which the log says."""
+    choice = choice or default_cpu_compute()
+    if choice not in COMPUTE_DTYPES:
+        raise ValueError(f"cpu_compute must be one of {tuple(COMPUTE_DTYPES)}, not {choice!r}")
+    dtype = COMPUTE_DTYPES[choice]
+    if dtype is not None and not cpu_matmul.native_bf16_cpu():
+        _warn_emulated_bf16()
+    return dtype
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    logging.warning(
+        "DiffPortrait3D: bf16 compute on a CPU without native bf16 products (AVX512-BF16 or AMX) is slower "
+        "than float32; unset $%s to compute in float32.", COMPUTE_SWITCH
+    )
 
 
 # Weights stored in bf16/fp16 are cast to float32 here, one layer at a time, into one reused buffer.

@@ -24,7 +24,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from ..kernels.checkpoint_components import COMPONENT_FILES
 from ..kernels.image_range import to_signed_unit_range
 from ..kernels.unet_architecture import comfy_unet_kwargs
-from .cpu_operations import pack_operations, slice_feed_forwards_
+from .cpu_operations import cpu_compute_dtype, pack_operations, slice_feed_forwards_
 
 MODEL_FOLDER = "diffportrait3d"
 
@@ -77,14 +77,22 @@ def inference_setup(state_dict: dict[str, torch.Tensor]):
 
 
 def inference_setup_for(
-    weight_dtype: torch.dtype | None, storage_dtype: torch.dtype | None = None, cpu_matmul: str | None = None
+    weight_dtype: torch.dtype | None,
+    storage_dtype: torch.dtype | None = None,
+    cpu_matmul: str | None = None,
+    cpu_compute: str | None = None,
 ):
     """``inference_setup`` for weights of ``weight_dtype``. ``storage_dtype`` forces the dtype the weights are
     kept in (as ComfyUI's ``--bf16-unet``/``--fp16-unet`` do); ComfyUI then picks the manual-cast (compute)
     dtype for the device, e.g. bf16 weights computed in float32 on a CPU. The operations are ComfyUI's,
     with float32 CPU products on oneDNN unless ``cpu_matmul`` (default: ``$DIFFPORTRAIT3D_CPU_MATMUL``) is
-    ``pytorch`` (``nodes/cpu_operations.py``)."""
+    ``pytorch`` (``nodes/cpu_operations.py``). On a CPU, ``cpu_compute`` ``bf16`` (default:
+    ``$DIFFPORTRAIT3D_CPU_COMPUTE``) stores and computes in bf16 instead, overriding ``storage_dtype``."""
     load_device = comfy.model_management.get_torch_device()
+    cpu_dtype = cpu_compute_dtype(cpu_compute) if comfy.model_management.is_device_cpu(load_device) else None
+    if cpu_dtype is not None:
+        operations = pack_operations(comfy.ops.pick_operations(cpu_dtype, None), cpu_matmul)
+        return load_device, cpu_dtype, None, operations
     dtype = storage_dtype or comfy.model_management.unet_dtype(
         model_params=-1, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32], weight_dtype=weight_dtype
     )

@@ -142,3 +142,18 @@ def test_bench_builds_bf16_weights_without_float32_copies(comfy_host):
         dtypes = {p.dtype for p in module.parameters()}
         assert dtypes == {torch.bfloat16}, dtypes
         assert all(torch.isfinite(p.float()).all() for p in module.parameters())
+
+
+def test_bench_computes_in_bf16_only_with_bf16_weights(comfy_host, capsys):
+    from diffportrait3d.__main__ import main
+
+    assert main(["bench", "--model", "tiny", "--views", "2", "--latent", "8", "--steps", "1", "--warmup", "0",
+                 "--alone-repeats", "1", "--dtype", "bf16", "--cpu-compute", "bf16", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["weight_dtype"], result["cpu_compute"], result["compute_dtype"]) == ("bf16", "bf16", "bfloat16")
+    assert result["seconds_per_step"] > 0
+
+    assert main(["bench", "--model", "tiny", "--cpu-compute", "bf16"]) == 2
+    assert "cpu_compute bf16 computes with the weights stored in bf16: set dtype bf16 too (--dtype bf16)" in (
+        capsys.readouterr().err
+    )

@@ -98,22 +98,39 @@ def eps_of(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torc
     return (x - denoised) / sigma.view(-1, 1, 1, 1)
 
 
-@pytest.mark.parametrize("golden_file", APPLY_FILES, ids=lambda p: p.stem)
-def test_one_model_call_matches_official_eps(converted, golden_file):
-    golden = load_file(golden_file)
-    views = golden["x_noisy"].shape[0]
-    model = official_model(converted, golden["reference_image_noisy"])
-    positive, negative = pose_conditioning(converted, golden["c_crossattn_0"], golden["c_concat_0"])
+def one_call_eps(converted, golden: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps_cond, eps_uc) of one guided model call on a ``golden_apply_*`` file's inputs."""
     import comfy.samplers
 
+    model = official_model(converted, golden["reference_image_noisy"])
+    positive, negative = pose_conditioning(converted, golden["c_crossattn_0"], golden["c_concat_0"])
     sigma = model.get_model_object("model_sampling").sigma(golden["t"].float())  # per view
     x_in = golden["x_noisy"] * torch.sqrt(1 + sigma**2).view(-1, 1, 1, 1)
     capture = CaptureDenoised()
     one_call = comfy.samplers.KSAMPLER(SingleModelCall(sigma))
     run_guided(model, positive, negative, x_in, torch.stack([sigma.max(), torch.tensor(0.0)]), 3.0, capture, one_call)
     x, step_sigma, cond_denoised, uncond_denoised = capture.steps[0]
-    cond_error = (eps_of(x, step_sigma, cond_denoised) - golden["eps_cond"]).abs().max().item()
-    uncond_error = (eps_of(x, step_sigma, uncond_denoised) - golden["eps_uc"]).abs().max().item()
+    return eps_of(x, step_sigma, cond_denoised), eps_of(x, step_sigma, uncond_denoised)
+
+
+def guided_ddim(converted, golden: dict, capture=None) -> torch.Tensor:
+    """Final latents (model space) of the guided DDIM run of a ``golden_ddim_*`` file's inputs."""
+    from diffportrait3d.nodes.sampler import official_sigmas
+
+    model = official_model(converted, golden["reference_latent"])
+    positive, negative = pose_conditioning(converted, golden["c_crossattn_0"], golden["c_concat_0"])
+    sigmas = official_sigmas(model, golden["step_x"].shape[0])
+    x_in = golden["x_T"] * torch.sqrt(1 + sigmas[0] ** 2)  # the official first model input is x_T itself
+    return run_guided(model, positive, negative, x_in, sigmas, 3.0, capture)
+
+
+@pytest.mark.parametrize("golden_file", APPLY_FILES, ids=lambda p: p.stem)
+def test_one_model_call_matches_official_eps(converted, golden_file):
+    golden = load_file(golden_file)
+    views = golden["x_noisy"].shape[0]
+    eps_cond, eps_uc = one_call_eps(converted, golden)
+    cond_error = (eps_cond - golden["eps_cond"]).abs().max().item()
+    uncond_error = (eps_uc - golden["eps_uc"]).abs().max().item()
     print(f"{golden_file.name}: V={views} eps_cond max|diff| {cond_error:.2e}, eps_uc max|diff| {uncond_error:.2e}")
     assert cond_error <= EPS_TOLERANCE
     assert uncond_error <= EPS_TOLERANCE
@@ -121,16 +138,10 @@ def test_one_model_call_matches_official_eps(converted, golden_file):
 
 @pytest.mark.parametrize("golden_file", DDIM_FILES, ids=lambda p: p.stem)
 def test_guided_ddim_matches_official_samples(converted, golden_file):
-    from diffportrait3d.nodes.sampler import official_sigmas
-
     golden = load_file(golden_file)
     steps = golden["step_x"].shape[0]
-    model = official_model(converted, golden["reference_latent"])
-    positive, negative = pose_conditioning(converted, golden["c_crossattn_0"], golden["c_concat_0"])
-    sigmas = official_sigmas(model, steps)
-    x_in = golden["x_T"] * torch.sqrt(1 + sigmas[0] ** 2)  # the official first model input is x_T itself
     capture = CaptureDenoised()
-    samples = run_guided(model, positive, negative, x_in, sigmas, 3.0, capture)
+    samples = guided_ddim(converted, golden, capture)
     for i, (x, sigma, cond_denoised, _) in enumerate(capture.steps):
         error = (eps_of(x, sigma, cond_denoised) - golden["step_eps_cond"][i]).abs().max().item()
         assert error <= 10 * EPS_TOLERANCE, f"step {i}: eps_cond max|diff| {error:.2e}"
