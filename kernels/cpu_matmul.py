@@ -85,7 +85,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`linear` on oneDNN, for callers that have checked :func:`computes_on_onednn` themselves."""
+    """:func:`linear` on oneDNN, for callers that have checked :func:`computes_on_onednn` themselves. An input
+    broadcast along dim 0 (stride 0: one text context expanded to every view) is multiplied once, and the
+    output is broadcast the same way (read-only, like the input)."""
+    if x.dim() > 2 and x.shape[0] > 1 and x.stride(0) == 0:
+        return onednn_linear(x[:1], weight, bias).expand(*x.shape[:-1], weight.shape[0])
     rows = x.reshape(-1, x.shape[-1])
     out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")
     return out.view(*x.shape[:-1], weight.shape[0])

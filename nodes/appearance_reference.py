@@ -15,6 +15,7 @@ import torch
 from comfy.ldm.modules.attention import BasicTransformerBlock, optimized_attention, optimized_attention_masked
 from comfy_api.latest import io
 
+from ..kernels.broadcast_rows import all_rows_equal
 from ..kernels.reference_attention import (
     BankFull,
     ReferenceBank,
@@ -59,10 +60,6 @@ class ReferenceLatent:
             comfy.model_management.load_models_gpu(in_use)
             self._encoded[key] = self.latent_format.process_in(encoded)
         return self._encoded[key]
-
-
-def all_rows_equal(tensor: torch.Tensor) -> bool:
-    return tensor.shape[0] == 1 or bool((tensor == tensor[:1]).all())
 
 
 class AppearanceReference:

@@ -19,6 +19,7 @@ import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy_api.latest import io
 
+from ..kernels.broadcast_rows import broadcast_equal_rows
 from ..kernels.cross_view_attention import CrossViewModule, CrossViewModuleSet
 from ..kernels.view_windows import WINDOW_MODES, plan_view_windows, stacked_windows
 from .cpu_operations import CPU_SLICE_TOKENS, slices_on_cpu
@@ -27,6 +28,7 @@ from .model_loading import inference_setup, load_converted, managed, require_fit
 from .unet_structure import block_channels, has_upsampler, require_unet, unet_blocks
 
 ADDITIONAL_MODELS_KEY = "dp3d_cross_view"
+SHARED_CONTEXT_KEY = "dp3d_shared_text_context"
 MIDDLE_POLICIES = {
     "official (uncond only)": (False, True),
     "both branches": (True, True),
@@ -153,6 +155,18 @@ def check_fits(model, modules: comfy.model_patcher.ModelPatcher) -> None:
         )
 
 
+class SharedTextContext:
+    """DIFFUSION_MODEL wrapper: when every row of a UNet call has the same text context (the views of one
+    portrait, and the official guidance gives cond and uncond the same text), the UNet gets it as one row
+    broadcast to all (``broadcast_equal_rows``), so the pack's CPU layers project each cross-attention's keys
+    and values once instead of once per row. Same numbers; other contexts pass unchanged."""
+
+    def __call__(self, executor, x, timesteps, context, *args, **kwargs):
+        if isinstance(context, torch.Tensor):
+            context = broadcast_equal_rows(context)
+        return executor(x, timesteps, context, *args, **kwargs)
+
+
 def apply_cross_view(model, modules: comfy.model_patcher.ModelPatcher, settings: CrossViewSettings):
     """A clone of ``model`` with cross-view attention; ComfyUI loads/offloads the modules with it."""
     check_fits(model, modules)
@@ -164,6 +178,7 @@ def apply_cross_view(model, modules: comfy.model_patcher.ModelPatcher, settings:
         ADDITIONAL_MODELS_KEY, [comfy.patcher_extension.PatcherInjection(injection.inject, injection.eject)]
     )
     patched.set_model_patch((CrossViewModule, CrossViewRunner(settings)), "forward_timestep_embed_patch")
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, SHARED_CONTEXT_KEY, SharedTextContext())
     return patched
 
 

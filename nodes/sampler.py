@@ -13,6 +13,7 @@ from comfy.k_diffusion.sampling import default_noise_sampler
 from comfy_api.latest import io
 from tqdm.auto import tqdm
 
+from ..kernels.broadcast_rows import broadcast_equal_rows
 from ..kernels.ddim_sampling import official_ddim_timesteps, sample_ddim
 from ..kernels.reference_attention import conditional_rows
 from .cross_view import apply_cross_view, settings_from_inputs, window_inputs
@@ -75,7 +76,7 @@ class ConditionalRowsControl:
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
         rows = conditional_rows(transformer_options, x_noisy.shape[0]).to(x_noisy.device)
         if bool(rows.all()):
-            return self.control.get_control(x_noisy, t, cond, batched_number, transformer_options)
+            return self.control.get_control(x_noisy, t, _shared_text(cond), batched_number, transformer_options)
         if not bool(rows.any()):
             return None
         batch = x_noisy.shape[0]
@@ -84,13 +85,20 @@ class ConditionalRowsControl:
             for key, value in cond.items()
         }
         chunks = transformer_options["cond_or_uncond"].count(0)
-        control = self.control.get_control(x_noisy[rows], t[rows], cond_rows, chunks, transformer_options)
+        control = self.control.get_control(x_noisy[rows], t[rows], _shared_text(cond_rows), chunks, transformer_options)
         if control is None:
             return None
         return {
             kind: [None if residual is None else _scatter_rows(residual, rows) for residual in residuals]
             for kind, residuals in control.items()
         }
+
+
+def _shared_text(cond: dict) -> dict:
+    """``cond`` with its text context held once when all rows share it (``broadcast_equal_rows``): the
+    ControlNet then projects its cross-attention keys and values once, not once per view."""
+    context = cond.get("c_crossattn")
+    return {**cond, "c_crossattn": broadcast_equal_rows(context)} if isinstance(context, torch.Tensor) else cond
 
 
 def _scatter_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -21,24 +21,38 @@ pytestmark = pytest.mark.host
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def test_pose_controlnet_batched_on_conditional_rows_equals_separate_calls(tiny_dp3d):
-    import comfy.patcher_extension as ext
+VIEWS, SIZE = 8, 8
+
+
+def official_views_setup(tiny_dp3d):
+    """(model with appearance reference and cross-view modules, positive and negative with the pose
+    ControlNet under the official guidance, noise) for VIEWS views of SIZE x SIZE latents, one text."""
     from nodes import ControlNetApplyAdvanced
 
     from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
     from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
-    from diffportrait3d.nodes.sampler import ConditionalRowsControl, official_guidance
+    from diffportrait3d.nodes.sampler import official_guidance
 
     golden = load_file(FIXTURES / "golden_apply_v8.safetensors")
-    views, size = 8, 8
-    reference = torch.nn.functional.interpolate(golden["reference_image_noisy"][:1], size=(size, size))
+    reference = torch.nn.functional.interpolate(golden["reference_image_noisy"][:1], size=(SIZE, SIZE))
     model = apply_appearance_reference(tiny_dp3d["unet"], tiny_dp3d["appearance"], ReferenceLatent(model_latent=reference))
     model = apply_cross_view(model, tiny_dp3d["cross_view"], CrossViewSettings())
     text = [[golden["c_crossattn_0"][:1], {}]]
-    hints = torch.rand(views, size * 8, size * 8, 3, generator=torch.Generator().manual_seed(4))
+    hints = torch.rand(VIEWS, SIZE * 8, SIZE * 8, 3, generator=torch.Generator().manual_seed(4))
     positive, negative = official_guidance(
         *ControlNetApplyAdvanced().apply_controlnet(text, text, tiny_dp3d["pose"], hints, 1.0, 0.0, 1.0)
     )
+    noise = torch.randn(VIEWS, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    return model, positive, negative, noise
+
+
+def test_pose_controlnet_batched_on_conditional_rows_equals_separate_calls(tiny_dp3d):
+    import comfy.patcher_extension as ext
+
+    from diffportrait3d.nodes.sampler import ConditionalRowsControl
+
+    golden = load_file(FIXTURES / "golden_apply_v8.safetensors")
+    model, positive, negative, noise = official_views_setup(tiny_dp3d)
     assert isinstance(positive[0][1]["control"], ConditionalRowsControl)
     assert negative[0][1]["control"] is positive[0][1]["control"]
 
@@ -47,7 +61,6 @@ def test_pose_controlnet_batched_on_conditional_rows_equals_separate_calls(tiny_
     batched_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", batched_chunks)
     apart_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", apart_chunks)
     apart_model.add_wrapper_with_key(ext.WrappersMP.CALC_COND_BATCH, "test", SeparateCondCalls())
-    noise = torch.randn(views, 4, size, size, generator=torch.Generator().manual_seed(3))
     batched = guided_step(batched_model, positive, negative, noise)
     apart = guided_step(apart_model, positive, negative, noise)
     assert sorted(batched_chunks.chunks[0]) == [0, 1]
@@ -157,3 +170,41 @@ def test_bench_computes_in_bf16_only_with_bf16_weights(comfy_host, capsys):
     assert "cpu_compute bf16 computes with the weights stored in bf16: set dtype bf16 too (--dtype bf16)" in (
         capsys.readouterr().err
     )
+
+
+def test_views_share_one_text_projection_in_the_unet_and_the_controlnet(tiny_dp3d, monkeypatch):
+    """All rows of a guided step carry the same text: the UNet (SharedTextContext, installed with the cross-view
+    modules) and the pose ControlNet (ConditionalRowsControl) get it as one broadcast row, their cross-attention
+    key projections multiply 77 tokens once, and the step is the one computed with a context per row."""
+    import comfy.patcher_extension as ext
+
+    from diffportrait3d.nodes import sampler
+    from diffportrait3d.nodes.cross_view import SHARED_CONTEXT_KEY
+
+    model, positive, negative, noise = official_views_setup(tiny_dp3d)
+    seen = {}
+
+    def record(name):
+        def hook(layer, inputs):
+            seen.setdefault(name, []).append((inputs[0].shape[0], inputs[0].stride(0)))
+        return hook
+
+    key_projections = {
+        "unet": next(m.attn2.to_k for m in model.model.diffusion_model.modules() if hasattr(m, "attn2")),
+        "controlnet": next(m.attn2.to_k for m in tiny_dp3d["pose"].control_model.modules() if hasattr(m, "attn2")),
+    }
+    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in key_projections.items()]
+    try:
+        shared = guided_step(model, positive, negative, noise)
+        assert seen["unet"] == [(2 * VIEWS, 0)]  # cond and uncond rows, one broadcast text row
+        assert seen["controlnet"] == [(VIEWS, 0)]  # conditional rows only
+        seen.clear()
+        per_row = model.clone()
+        per_row.remove_wrappers_with_key(ext.WrappersMP.DIFFUSION_MODEL, SHARED_CONTEXT_KEY)
+        monkeypatch.setattr(sampler, "_shared_text", lambda cond: cond)
+        apart = guided_step(per_row, positive, negative, noise)
+        assert all(stride != 0 for calls in seen.values() for _, stride in calls)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert_equal_up_to_batch_shape_rounding(shared, apart)
