@@ -12,11 +12,11 @@ import re
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from .checkpoint_layout import CrossViewPlacement, cross_view_placements
+from .gated_gelu import geglu
 from .token_slices import apply_in_slices
 from .view_windows import ViewWindows
 
@@ -133,8 +133,7 @@ class GEGLUFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., C] -> [..., C]."""
-        value, gate = self.net[0].proj(x).chunk(2, dim=-1)
-        return self.net[2](value * F.gelu(gate))
+        return self.net[2](geglu(self.net[0].proj, x))
 
 
 class ViewTransformerBlock(nn.Module):

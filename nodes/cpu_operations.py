@@ -20,10 +20,11 @@ import os
 
 import comfy.ops
 import torch
-from comfy.ldm.modules.attention import FeedForward
+from comfy.ldm.modules.attention import GEGLU, FeedForward
 
 from ..kernels import cpu_matmul
 from ..kernels.cast_scratch import CastScratch
+from ..kernels.gated_gelu import geglu
 from ..kernels.token_slices import apply_in_slices
 
 MATMUL_SWITCH = "DIFFPORTRAIT3D_CPU_MATMUL"
@@ -130,6 +131,22 @@ def with_cpu_matmul(base: type) -> type:
             comfy.ops.run_every_op()  # ComfyUI's per-layer interrupt check
             return cpu_matmul.onednn_linear(input, self.weight, self.bias)
 
+        def forward_halves(self, input):
+            """(first, second) half of the output features as two fresh tensors, each its own oneDNN product
+            (for ``kernels/gated_gelu.geglu``); None where ``forward`` would not take the oneDNN path."""
+            if (
+                self.comfy_cast_weights
+                or self.weight_function
+                or self.bias_function
+                or self.out_features % 2
+                or not cpu_matmul.computes_on_onednn(input, self.weight, self.bias)
+            ):
+                return None
+            comfy.ops.run_every_op()
+            weights = self.weight.chunk(2)  # row blocks of a contiguous weight: contiguous views
+            biases = (None, None) if self.bias is None else self.bias.chunk(2)
+            return tuple(cpu_matmul.onednn_linear(input, w, b) for w, b in zip(weights, biases, strict=True))
+
         def forward_comfy_cast_weights(self, input, *args, **kwargs):
             if args or kwargs or not plain_linear or input.device.type != "cpu":
                 return super().forward_comfy_cast_weights(input, *args, **kwargs)
@@ -175,13 +192,26 @@ class RowSlicedFeedForward(FeedForward):
         return apply_in_slices(super().forward, rows, 0, CPU_SLICE_TOKENS).view(*x.shape[:-1], -1)
 
 
-def slice_feed_forwards_(network: torch.nn.Module, operations) -> torch.nn.Module:
-    """Turns every ComfyUI ``FeedForward`` of ``network`` into a ``RowSlicedFeedForward`` (same weights and
-    state-dict keys) when ``slices_on_cpu(operations)``; returns ``network``."""
-    if slices_on_cpu(operations):
-        for module in network.modules():
-            if type(module) is FeedForward:
-                module.__class__ = RowSlicedFeedForward
+class HalvesGEGLU(GEGLU):
+    """ComfyUI's GEGLU computed by ``kernels/gated_gelu.geglu``: with the pack's CPU layers, value and gate as
+    two products and the gate in place (same numbers up to float32 rounding). x [..., C] -> [..., n]."""
+
+    def forward(self, x):
+        return geglu(self.proj, x)
+
+
+def use_cpu_feed_forwards_(network: torch.nn.Module, operations) -> torch.nn.Module:
+    """With the pack's CPU layers, turns every ComfyUI ``GEGLU`` of ``network`` into a ``HalvesGEGLU``, and,
+    when ``slices_on_cpu(operations)``, every ``FeedForward`` into a ``RowSlicedFeedForward`` (same weights
+    and state-dict keys); returns ``network``."""
+    if not getattr(operations, "cpu_layers", False):
+        return network
+    sliced = slices_on_cpu(operations)
+    for module in network.modules():
+        if type(module) is GEGLU:
+            module.__class__ = HalvesGEGLU
+        elif sliced and type(module) is FeedForward:
+            module.__class__ = RowSlicedFeedForward
     return network
 
 

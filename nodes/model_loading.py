@@ -24,7 +24,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from ..kernels.checkpoint_components import COMPONENT_FILES
 from ..kernels.image_range import to_signed_unit_range
 from ..kernels.unet_architecture import comfy_unet_kwargs
-from .cpu_operations import cpu_compute_dtype, pack_operations, slice_feed_forwards_
+from .cpu_operations import cpu_compute_dtype, pack_operations, use_cpu_feed_forwards_
 
 MODEL_FOLDER = "diffportrait3d"
 
@@ -122,7 +122,7 @@ def build_pose_controlnet(architecture: dict, setup) -> comfy.controlnet.Control
         device=comfy.model_management.unet_offload_device(),
         **kwargs,
     )
-    slice_feed_forwards_(network, operations)
+    use_cpu_feed_forwards_(network, operations)
     return comfy.controlnet.ControlNet(
         network,
         load_device=load_device,
@@ -157,7 +157,7 @@ def build_appearance_net(architecture: dict, setup) -> UNetModel:
     )
     network.out = torch.nn.Identity()
     network.architecture = architecture
-    return slice_feed_forwards_(network, operations).eval()
+    return use_cpu_feed_forwards_(network, operations).eval()
 
 
 def load_appearance_net(path: str, input_name: str = "appearance_net") -> comfy.model_patcher.ModelPatcher:
@@ -186,7 +186,7 @@ def build_dp3d_unet(architecture: dict, setup):
     config.set_inference_dtype(dtype, manual_cast_dtype)
     config.custom_operations = operations
     model = config.get_model({}, "")
-    slice_feed_forwards_(model.diffusion_model, operations)
+    use_cpu_feed_forwards_(model.diffusion_model, operations)
     return model
 
 

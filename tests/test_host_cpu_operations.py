@@ -95,6 +95,34 @@ def test_unet_with_cpu_layers_equals_comfyui_layers(tiny_dp3d, monkeypatch):
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
+def test_gated_gelus_multiply_value_and_gate_apart_only_on_the_onednn_path(tiny_dp3d, monkeypatch):
+    from comfy.ldm.modules.attention import GEGLU
+
+    from diffportrait3d.nodes.cpu_operations import HalvesGEGLU
+    from diffportrait3d.nodes.model_loading import load_dp3d_unet
+
+    networks = [tiny_dp3d["unet"].model.diffusion_model, tiny_dp3d["appearance"].model, tiny_dp3d["pose"].control_model]
+    for network in networks:
+        assert {type(m) for m in network.modules() if isinstance(m, GEGLU)} == {HalvesGEGLU}
+    gate = next(m for m in networks[0].modules() if isinstance(m, HalvesGEGLU))
+    x = torch.randn(2, 9, gate.proj.in_features, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        value, gate_half = gate.proj.forward_halves(x)
+        assert value.is_contiguous() and gate_half.is_contiguous()
+        torch.testing.assert_close(torch.cat([value, gate_half], dim=-1), gate.proj(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gate(x), GEGLU.forward(gate, x), rtol=1e-5, atol=1e-5)
+        gate.proj.weight_function = [lambda weight: weight]  # ComfyUI casts and patches: one product as before
+        try:
+            assert gate.proj.forward_halves(x) is None
+        finally:
+            gate.proj.weight_function = []
+    assert gate.proj.forward_halves(x.clone().requires_grad_(True)) is None  # autograd: PyTorch's layers
+
+    monkeypatch.setenv("DIFFPORTRAIT3D_CPU_MATMUL", "pytorch")
+    plain = load_dp3d_unet(tiny_dp3d["files"]["unet"]).model.diffusion_model
+    assert {type(m) for m in plain.modules() if isinstance(m, GEGLU)} == {GEGLU}
+
+
 def test_comfyui_weight_functions_still_apply(tiny_dp3d):
     """Low-VRAM loading and some patches change weights on the fly (``weight_function``): ComfyUI's cast
     applies them before the oneDNN product, so the patched weight is the one used."""

@@ -1,0 +1,54 @@
+"""kernels/gated_gelu: value * gelu(gate) from one projection, or from a layer's two fresh halves."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from diffportrait3d.kernels.gated_gelu import geglu
+
+
+def reference_geglu(projection: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    value, gate = F.linear(x.double(), projection.weight.double(), projection.bias.double()).chunk(2, dim=-1)
+    return value * F.gelu(gate)
+
+
+class HalvesLinear(torch.nn.Linear):
+    """A projection offering its output halves as two products (what the pack's CPU layers do), or declining."""
+
+    def __init__(self, *args, offers_halves: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.offers_halves = offers_halves
+        self.calls = []
+
+    def forward_halves(self, x):
+        self.calls.append("halves")
+        if not self.offers_halves:
+            return None
+        weights, biases = self.weight.chunk(2), self.bias.chunk(2)
+        return tuple(F.linear(x, w, b) for w, b in zip(weights, biases, strict=True))
+
+    def forward(self, x):
+        self.calls.append("forward")
+        return super().forward(x)
+
+
+def test_plain_projection_gives_value_times_exact_gelu_of_gate():
+    torch.manual_seed(0)
+    projection, x = torch.nn.Linear(16, 2 * 24), torch.randn(3, 5, 16)
+    with torch.no_grad():
+        out = geglu(projection, x)
+    assert out.shape == (3, 5, 24)
+    torch.testing.assert_close(out.double(), reference_geglu(projection, x), rtol=1e-5, atol=1e-6)
+
+
+def test_offered_halves_are_used_and_give_the_same_numbers():
+    torch.manual_seed(1)
+    x = torch.randn(2, 7, 16)
+    for offers in (True, False):
+        projection = HalvesLinear(16, 2 * 12, offers_halves=offers)
+        with torch.no_grad():
+            out = geglu(projection, x)
+        assert projection.calls == (["halves"] if offers else ["halves", "forward"])
+        assert out.is_contiguous()
+        torch.testing.assert_close(out.double(), reference_geglu(projection, x), rtol=1e-5, atol=1e-6)
