@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffportrait3d.kernels.workflow_format import check_against_definitions
 from diffportrait3d.kernels.workflow_graphs import OFFICIAL, WORKFLOWS, workflow_files
@@ -87,10 +88,14 @@ def test_definition_check_names_a_wrong_link_and_a_bad_value(comfy_host):
     assert "node 33 (DP3DCrossViewSampler): unknown input 'colour'" in problems
 
 
-def test_official_workflow_runs_end_to_end_with_the_tiny_model(comfy_host, tiny_model_files, tmp_path, workflow_kit):
+@pytest.mark.parametrize("cpu_compute", ["float32", "bf16"])
+def test_official_workflow_runs_end_to_end_with_the_tiny_model(
+    comfy_host, tiny_model_files, tmp_path, workflow_kit, monkeypatch, cpu_compute
+):
     """The shipped official API prompt with only its text encoding swapped for the tiny model's golden text
     context (``tiny_workflow``: the tiny model has no CLIP), 8 views of 64x64 and 2 steps, run by ComfyUI's
-    PromptExecutor through the run command's own functions; the outputs land in the documented layout."""
+    PromptExecutor through the run command's own functions; the outputs land in the documented layout. Also
+    with the opt-in bf16 compute ($DIFFPORTRAIT3D_CPU_COMPUTE), which every node must carry through."""
     import execution
     import numpy as np
     from PIL import Image
@@ -100,12 +105,24 @@ def test_official_workflow_runs_end_to_end_with_the_tiny_model(comfy_host, tiny_
 
     if "DP3DTestTinyText" not in comfy_host.nodes.NODE_CLASS_MAPPINGS:
         assert asyncio.run(comfy_host.nodes.load_custom_node(str(workflow_kit.tiny_text_node)))
+    model_loading = comfy_host.pack_module.nodes.model_loading  # the pack as ComfyUI imported it
+    monkeypatch.setenv("DIFFPORTRAIT3D_CPU_COMPUTE", cpu_compute)
+    storage_dtypes = []  # of every network the pack's loaders build for this run
+    setup_for = model_loading.inference_setup_for
+
+    def recording_setup(*args, **kwargs):
+        setup = setup_for(*args, **kwargs)
+        storage_dtypes.append(setup[1])
+        return setup
+
+    monkeypatch.setattr(model_loading, "inference_setup_for", recording_setup)
     workflow_kit.write_test_images(tmp_path / "input")
     with comfy_folders(tmp_path / "input", tmp_path / "output", {"diffportrait3d": tiny_model_files}) as folder_paths:
         prompt = job_prompt(workflow_kit.tiny_workflow(), "portrait.png", "tiny_job", seed=3)
         check_models(folder_paths, prompt)
         _, produced = execute(execution, prompt, validate(execution, prompt))
         written = copy_outputs(folder_paths, prompt, produced, tmp_path / "out")
+    assert storage_dtypes == 4 * [torch.bfloat16 if cpu_compute == "bf16" else torch.float32]
     out = tmp_path / "out"
     assert sorted(str(p.relative_to(out)) for p in written) == sorted(
         ["cameras.json", "grid.png", "orbit.webp"] + [f"views/view_{i:02d}.png" for i in range(8)]
