@@ -59,7 +59,7 @@ def cpu_compute_dtype(choice: str | None = None) -> torch.dtype | None:
     ``$DIFFPORTRAIT3D_CPU_COMPUTE``).
 
     ``bf16`` trades precision for speed and memory: bf16 products take half the time of float32 ones on CPUs
-    with AVX512-BF16 or AMX (a full-size step 4.6-4.9 s instead of 8.7 s on a Zen 4), and the weights take half
+    with AVX512-BF16 or AMX (a full-size step 4.5-4.9 s instead of 8.2-8.7 s on a Zen 4), and the weights take half
     the memory. The results move by bf16 rounding (``docs/performance.md`` has the measured differences).
     Elsewhere bf16 is emulated and slower than float32, which the log says."""
     choice = choice or default_cpu_compute()
