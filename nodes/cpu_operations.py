@@ -118,15 +118,14 @@ def with_cpu_matmul(base: type) -> type:
     plain_conv = _is_comfy_plain_cast(base.Conv2d, comfy.ops.disable_weight_init.Conv2d)
 
     class Linear(base.Linear):
+        def _own_weights_on_onednn(self, input) -> bool:
+            """Whether ``input`` meets the stored weights on oneDNN as they are: no cast, no patch functions."""
+            return not (
+                self.comfy_cast_weights or self.weight_function or self.bias_function
+            ) and cpu_matmul.computes_on_onednn(input, self.weight, self.bias)
+
         def forward(self, input, *args, **kwargs):
-            if (
-                args
-                or kwargs
-                or self.comfy_cast_weights
-                or self.weight_function
-                or self.bias_function
-                or not cpu_matmul.computes_on_onednn(input, self.weight, self.bias)
-            ):
+            if args or kwargs or not self._own_weights_on_onednn(input):
                 return super().forward(input, *args, **kwargs)
             comfy.ops.run_every_op()  # ComfyUI's per-layer interrupt check
             return cpu_matmul.onednn_linear(input, self.weight, self.bias)
@@ -134,13 +133,7 @@ def with_cpu_matmul(base: type) -> type:
         def forward_halves(self, input):
             """(first, second) half of the output features as two fresh tensors, each its own oneDNN product
             (for ``kernels/gated_gelu.geglu``); None where ``forward`` would not take the oneDNN path."""
-            if (
-                self.comfy_cast_weights
-                or self.weight_function
-                or self.bias_function
-                or self.out_features % 2
-                or not cpu_matmul.computes_on_onednn(input, self.weight, self.bias)
-            ):
+            if self.out_features % 2 or not self._own_weights_on_onednn(input):
                 return None
             comfy.ops.run_every_op()
             weights = self.weight.chunk(2)  # row blocks of a contiguous weight: contiguous views

@@ -91,12 +91,12 @@ def inference_setup_for(
     load_device = comfy.model_management.get_torch_device()
     cpu_dtype = cpu_compute_dtype(cpu_compute) if comfy.model_management.is_device_cpu(load_device) else None
     if cpu_dtype is not None:
-        operations = pack_operations(comfy.ops.pick_operations(cpu_dtype, None), cpu_matmul)
-        return load_device, cpu_dtype, None, operations
-    dtype = storage_dtype or comfy.model_management.unet_dtype(
-        model_params=-1, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32], weight_dtype=weight_dtype
-    )
-    manual_cast_dtype = comfy.model_management.unet_manual_cast(dtype, load_device)
+        dtype, manual_cast_dtype = cpu_dtype, None
+    else:
+        dtype = storage_dtype or comfy.model_management.unet_dtype(
+            model_params=-1, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32], weight_dtype=weight_dtype
+        )
+        manual_cast_dtype = comfy.model_management.unet_manual_cast(dtype, load_device)
     operations = pack_operations(comfy.ops.pick_operations(dtype, manual_cast_dtype), cpu_matmul)
     return load_device, dtype, manual_cast_dtype, operations
 
