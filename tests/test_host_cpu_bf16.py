@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from loaded_networks import loaded_networks
 from op_trace import ONEDNN_LINEAR_OP, ops_run
 from safetensors.torch import load_file
 from test_host_parity import APPLY_FILES, DDIM_FILES, guided_ddim, one_call_eps
@@ -57,13 +58,7 @@ def test_setup_stores_and_computes_in_bf16_only_when_asked(comfy_host, monkeypat
 
 
 def test_every_loaded_network_is_bf16(bf16_tiny):
-    networks = {
-        "unet": bf16_tiny["unet"].model.diffusion_model,
-        "appearance": bf16_tiny["appearance"].model,
-        "cross_view": bf16_tiny["cross_view"].model,
-        "pose": bf16_tiny["pose"].control_model,
-    }
-    for name, network in networks.items():
+    for name, network in loaded_networks(bf16_tiny).items():
         assert {p.dtype for p in network.parameters()} == {torch.bfloat16}, name
     assert bf16_tiny["unet"].model.get_dtype() == torch.bfloat16
     assert bf16_tiny["unet"].model.manual_cast_dtype is None

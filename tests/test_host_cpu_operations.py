@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from loaded_networks import loaded_networks
 from op_trace import ONEDNN_LINEAR_OP, ops_run
 
 pytestmark = pytest.mark.host
@@ -20,13 +21,7 @@ def test_every_loaded_network_is_built_with_the_cpu_layers(tiny_dp3d):
     from diffportrait3d.nodes.cpu_operations import with_cpu_matmul
 
     operations = with_cpu_matmul(comfy.ops.disable_weight_init)  # fp32 files on a CPU: no manual cast
-    networks = {
-        "unet": tiny_dp3d["unet"].model.diffusion_model,
-        "appearance": tiny_dp3d["appearance"].model,
-        "cross_view": tiny_dp3d["cross_view"].model,
-        "pose": tiny_dp3d["pose"].control_model,
-    }
-    for name, network in networks.items():
+    for name, network in loaded_networks(tiny_dp3d).items():
         assert layer_classes(network) <= {operations.Linear, operations.Conv2d}, name
 
 
@@ -101,10 +96,10 @@ def test_gated_gelus_multiply_value_and_gate_apart_only_on_the_onednn_path(tiny_
     from diffportrait3d.nodes.cpu_operations import HalvesGEGLU
     from diffportrait3d.nodes.model_loading import load_dp3d_unet
 
-    networks = [tiny_dp3d["unet"].model.diffusion_model, tiny_dp3d["appearance"].model, tiny_dp3d["pose"].control_model]
-    for network in networks:
-        assert {type(m) for m in network.modules() if isinstance(m, GEGLU)} == {HalvesGEGLU}
-    gate = next(m for m in networks[0].modules() if isinstance(m, HalvesGEGLU))
+    networks = loaded_networks(tiny_dp3d)
+    for name in ("unet", "appearance", "pose"):  # the cross-view modules have their own feed-forward
+        assert {type(m) for m in networks[name].modules() if isinstance(m, GEGLU)} == {HalvesGEGLU}, name
+    gate = next(m for m in networks["unet"].modules() if isinstance(m, HalvesGEGLU))
     x = torch.randn(2, 9, gate.proj.in_features, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         value, gate_half = gate.proj.forward_halves(x)
