@@ -211,6 +211,11 @@ def _add_bench(commands) -> None:
         help="ComfyUI's attention: its default for the device (sub-quadratic on a CPU), or PyTorch's SDPA "
         "(ComfyUI's --use-pytorch-cross-attention)",
     )
+    parser.add_argument(
+        "--official", metavar="FILE",
+        help="compare with the official code timed on this machine (JSON of tests/bench_official.py --out FILE) "
+        "instead of the reference machine's numbers",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.set_defaults(run=_run_bench)
 
@@ -234,7 +239,7 @@ def _run_bench(options) -> int:
     config = BenchConfig(
         model=options.model, views=options.views, latent=options.latent, steps=options.steps, warmup=options.warmup,
         dtype=options.dtype, cpu_matmul=options.cpu_matmul, cpu_compute=options.cpu_compute, cfg=options.cfg,
-        seed=options.seed, alone_repeats=options.alone_repeats,
+        seed=options.seed, alone_repeats=options.alone_repeats, official=options.official,
     )
     try:
         config.check()

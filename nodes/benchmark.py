@@ -28,6 +28,7 @@ from comfy.ldm.modules.attention import BasicTransformerBlock
 from ..kernels.checkpoint_convert import component_architectures, load_architecture
 from ..kernels.checkpoint_layout import cross_view_placements
 from ..kernels.cross_view_attention import CrossViewModule
+from ..kernels.official_timings import official_step_timings
 from ..kernels.random_weights import fill_random_weights_
 from ..kernels.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
 from .appearance_reference import ReferenceLatent, apply_appearance_reference
@@ -51,16 +52,20 @@ TIMING_KEY = "dp3d_benchmark"
 KERNEL_HUGE_PAGE_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 TORCH_HUGE_PAGE_SWITCH = "THP_MEM_ALLOC_ENABLE"
 
-# Official code on the reference machine (2 vCPU, float32, random weights): ../shared/reference.
+# Official code on the reference machine (2 vCPU, float32, random weights): ../shared/reference. Another CPU
+# needs its own measurement: tests/bench_official.py, then ``bench --official FILE``.
+REFERENCE_MACHINE = "2 vCPU AMD EPYC (Zen 4)"
 OFFICIAL_CPU = {
     ("full", 8, 16): {
         "seconds_per_step_fp32": 8.71 + 5.86,
         "seconds_per_step_bf16_autocast": 4.69 + 2.71,
         "peak_memory_bytes_fp32": int(11.4 * 2**30),
         "peak_memory_bytes_bf16_autocast": 17042996 * 1024,
+        "machine": REFERENCE_MACHINE,
         "source": "shared/reference/timings_full_cpu.json (apply_model cond + uc medians)",
     },
-    ("tiny", 8, 16): {"seconds_per_step_fp32": 2.3 / 5, "source": "shared/reference/tiny/README.md (5-step DDIM 2.3 s)"},
+    ("tiny", 8, 16): {"seconds_per_step_fp32": 2.3 / 5, "machine": REFERENCE_MACHINE,
+                      "source": "shared/reference/tiny/README.md (5-step DDIM 2.3 s)"},
 }
 
 
@@ -69,7 +74,9 @@ class BenchConfig:
     """What to run: architecture (``full`` or ``tiny``), views, latent size, timed and warm-up steps, the
     weights' storage dtype (ComfyUI picks the compute dtype for the device), guidance, seed, the layers'
     float32 CPU products (``onednn`` or ``pytorch``) and the compute dtype on a CPU (``float32``, or the
-    opt-in ``bf16``, which needs bf16 storage); see ``nodes/cpu_operations.py``."""
+    opt-in ``bf16``, which needs bf16 storage); see ``nodes/cpu_operations.py``. ``official``: a timing file of
+    the official code measured on this machine (``tests/bench_official.py --out FILE``) to compare against,
+    instead of the reference machine's numbers."""
 
     model: str = "tiny"
     views: int = 8
@@ -83,6 +90,7 @@ class BenchConfig:
     eta: float = 0.5
     seed: int = 0
     alone_repeats: int = 2
+    official: str | None = None
 
     def check(self) -> None:
         if self.model not in ARCHITECTURES:
@@ -101,6 +109,14 @@ class BenchConfig:
             raise ValueError("steps and alone_repeats must be >= 1, warmup >= 0")
         if self.steps + self.warmup > OFFICIAL_SCHEDULE_STEPS:
             raise ValueError(f"steps + warmup must not exceed {OFFICIAL_SCHEDULE_STEPS}")
+        if self.official is not None:
+            official_step_timings(self.official, self.views, self.latent)  # a bad file fails before the build
+
+    def official_reference(self) -> dict | None:
+        """The official timings to compare with: from ``official`` when given, else the reference machine's."""
+        if self.official is not None:
+            return official_step_timings(self.official, self.views, self.latent)
+        return OFFICIAL_CPU.get((self.model, self.views, self.latent))
 
 
 @dataclasses.dataclass
@@ -412,7 +428,7 @@ def summarise(config, models, timer, alone, build_seconds, rss_after_build, devi
     if device.type == "cuda":
         result["peak_vram_bytes"] = torch.cuda.max_memory_allocated()
         result["seconds_per_view_per_step"] = per_step / config.views
-    official = OFFICIAL_CPU.get((config.model, config.views, config.latent))
+    official = config.official_reference()
     if official is not None and device.type == "cpu":
         result["official_cpu"] = official
     return result
@@ -448,6 +464,6 @@ def format_report(result: dict) -> str:
     official = result.get("official_cpu")
     if official:
         reference = official["seconds_per_step_fp32"]
-        lines.append(f"  official code, same machine kind: {reference:.2f} s per step fp32 "
-                     f"(ours {result['seconds_per_step'] / reference:.2f}x); {official['source']}")
+        lines.append(f"  official code on {official['machine'] or 'the measuring machine'}: {reference:.2f} s per step "
+                     f"fp32 (ours {result['seconds_per_step'] / reference:.2f}x); {official['source']}")
     return "\n".join(lines)

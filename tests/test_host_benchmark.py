@@ -120,6 +120,33 @@ def test_bench_reports_time_breakdown_overhead_and_memory(comfy_host, capsys):
     assert set(result["huge_pages"]) == {"kernel_mode", "THP_MEM_ALLOC_ENABLE"}
 
 
+def test_bench_compares_with_official_timings_measured_on_this_machine(comfy_host, capsys, tmp_path):
+    from diffportrait3d.__main__ import main
+    from diffportrait3d.nodes.benchmark import OFFICIAL_CPU, REFERENCE_MACHINE, format_report
+
+    official = tmp_path / "official_here.json"
+    official.write_text(json.dumps({"machine": {"cpu": "Test Xeon"}, "runs": [
+        {"views": 2, "latent": "8x8", "autocast": "none", "apply_model_cond_median_s": 0.3,
+         "apply_model_uc_median_s": 0.2, "peak_rss_mib_so_far": 512.0},
+    ]}))
+    assert main(["bench", "--model", "tiny", "--views", "2", "--latent", "8", "--steps", "1", "--warmup", "0",
+                 "--alone-repeats", "1", "--official", str(official), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["official_cpu"]["seconds_per_step_fp32"] == pytest.approx(0.5)
+    assert result["official_cpu"]["peak_memory_bytes_fp32"] == 512 * 2**20
+    ratio = result["seconds_per_step"] / 0.5
+    assert f"official code on Test Xeon: 0.50 s per step fp32 (ours {ratio:.2f}x)" in format_report(result)
+
+    # Without a file: the reference machine's numbers, named as such (they are not this machine's).
+    assert OFFICIAL_CPU[("full", 8, 16)]["machine"] == REFERENCE_MACHINE
+    result["official_cpu"] = OFFICIAL_CPU[("full", 8, 16)]
+    assert f"official code on {REFERENCE_MACHINE}: 14.57 s per step fp32" in format_report(result)
+
+    # A file without a run of this size fails before anything is built, and says how to get one.
+    assert main(["bench", "--model", "tiny", "--views", "8", "--official", str(official)]) == 2
+    assert "no float32 run with 8 views at latent 16x16; rerun tests/bench_official.py" in capsys.readouterr().err
+
+
 def test_huge_page_setup_reads_the_kernel_mode_and_the_torch_switch(comfy_host, tmp_path, monkeypatch):
     from diffportrait3d.nodes.benchmark import format_report, huge_page_setup
 
