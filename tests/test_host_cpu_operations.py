@@ -185,6 +185,35 @@ def test_bf16_stored_convolutions_cast_into_the_shared_buffer(comfy_host, size, 
     assert pack_layer.weight.dtype == torch.bfloat16
     torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
 
+    # A weight over the block limit is cast and applied 8 output channels at a time: same numbers, a buffer
+    # of one block.
+    monkeypatch.setattr(cpu_operations, "CAST_BLOCK_ELEMENTS", 10 * 16 * 9)
+    monkeypatch.setattr(cpu_operations, "_CAST_SCRATCH", CastScratch())
+    with torch.inference_mode():
+        blocked = pack_layer(x)
+    assert cpu_operations._CAST_SCRATCH.buffer_bytes() == 8 * 16 * 9 * 4
+    assert blocked.shape == expected.shape and blocked.is_contiguous()
+    torch.testing.assert_close(blocked, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_output_channel_blocks_cover_the_channels_in_near_equal_blocks(comfy_host):
+    from diffportrait3d.nodes.cpu_operations import CAST_BLOCK_ELEMENTS, output_channel_blocks
+
+    def sizes(shape, limit=CAST_BLOCK_ELEMENTS):
+        blocks = output_channel_blocks(torch.empty(shape, device="meta"), limit)
+        covered = torch.zeros(shape[0], dtype=torch.int)
+        for rows in blocks:
+            covered[rows] += 1
+        assert covered.eq(1).all(), blocks  # every channel once, in order
+        return [len(range(shape[0])[rows]) for rows in blocks]
+
+    assert output_channel_blocks(torch.empty(320, 320, 3, 3, device="meta"), CAST_BLOCK_ELEMENTS) == [slice(None)]
+    assert sizes((1280, 2560, 3, 3)) == [320] * 4  # 29.5 M elements, 118 MB in float32
+    assert sizes((1280, 1920, 3, 3)) == [427, 427, 426]
+    assert sizes((1280, 1280, 3, 3)) == [640, 640]
+    assert sizes((7, 10), limit=20) == [2, 2, 2, 1]
+    assert sizes((3, 10), limit=1) == [1, 1, 1]  # never below one channel
+
 
 def test_operations_with_their_own_cast_layer_keep_it(comfy_host):
     """A base whose Linear casts its own way (fp8, quantised weights) is left to that code."""
