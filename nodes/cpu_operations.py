@@ -37,7 +37,8 @@ CPU_SLICE_TOKENS = 512
 # Largest convolution weight block cast to float32 at once on a CPU (8 M elements, 32 MB): larger weights (the
 # UNet's 2560-to-1280-channel 3x3 convolutions, 118 MB in float32) are cast and applied in blocks of output
 # channels, so neither the cast buffer nor oneDNN's reordered copy of the weight holds a whole one (bf16
-# storage: 6.04 -> 5.93 GiB peak for a full-size step on a 2 vCPU Xeon, same step time).
+# storage: 6.04 -> 5.93 GiB peak for a full-size step on a 2 vCPU Xeon, the step time within that machine's
+# drift).
 CAST_BLOCK_ELEMENTS = 8 * 2**20
 
 
@@ -177,10 +178,9 @@ def with_cpu_matmul(base: type) -> type:
         def forward_comfy_cast_weights(self, input, *args, **kwargs):
             if args or kwargs or not plain_conv or not _casts_plainly(self, input):
                 return super().forward_comfy_cast_weights(input, *args, **kwargs)
-            blocks = output_channel_blocks(self.weight, CAST_BLOCK_ELEMENTS)
-            if len(blocks) == 1:
-                return self._conv_forward(input, *_cast_on_cpu(self, input))
-            return torch.cat([self._conv_forward(input, *_cast_on_cpu(self, input, rows)) for rows in blocks], dim=1)
+            outputs = [self._conv_forward(input, *_cast_on_cpu(self, input, rows))
+                       for rows in output_channel_blocks(self.weight, CAST_BLOCK_ELEMENTS)]
+            return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
     Linear.__qualname__, Conv2d.__qualname__ = f"{base.__name__}.Linear", f"{base.__name__}.Conv2d"
     return type(f"{base.__name__}_cpu_matmul", (base,), {"Linear": Linear, "Conv2d": Conv2d, "cpu_layers": True})
