@@ -29,6 +29,7 @@ from ..kernels.checkpoint_convert import component_architectures, load_architect
 from ..kernels.checkpoint_layout import cross_view_placements
 from ..kernels.cross_view_attention import CrossViewModule
 from ..kernels.official_timings import official_step_timings
+from ..kernels.process_memory import peak_memory_bytes
 from ..kernels.random_weights import fill_random_weights_
 from ..kernels.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
 from .appearance_reference import ReferenceLatent, apply_appearance_reference
@@ -167,19 +168,6 @@ def huge_page_setup(mode_file: Path = KERNEL_HUGE_PAGE_MODE) -> dict:
     except (OSError, ValueError):
         mode = None
     return {"kernel_mode": mode, TORCH_HUGE_PAGE_SWITCH: os.environ.get(TORCH_HUGE_PAGE_SWITCH)}
-
-
-def peak_memory_bytes() -> int:
-    """Peak resident set size of this process (VmHWM), in bytes."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class PartTimer:

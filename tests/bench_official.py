@@ -89,6 +89,8 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
+from diffportrait3d.kernels.process_memory import peak_memory_bytes
+
 OFFICIAL_COMMIT = "91e250361d3d641e9588bd2350f07df91f3cfdd9"
 OFFICIAL_YAML = "control_model/ControlNet/models/cldm_v15_diffportrait3D.yaml"
 MODEL_TARGET = "control_model.ControlNet.cldm.cldm.ControlLDMReferenceOnlyPose"
@@ -279,13 +281,8 @@ def set_cond_stage(model: dict, mode: str) -> str:
 # ---------------------------------------------------------------- measurement helpers
 
 
-def proc_status() -> dict[str, float]:
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmHWM", "VmRSS"):
-            out[name] = int(value.split()[0]) / 1024.0  # MiB
-    return out
+def peak_rss_mib() -> float:
+    return peak_memory_bytes() / 2**20
 
 
 def git_blob_id(path: Path) -> str:
@@ -379,7 +376,7 @@ def run_config(model, views: int, latent: int, context_dim: int, autocast: str, 
         "views": views, "latent": f"{latent}x{latent}", "weights": "float32", "autocast": autocast,
         "video_length_patched": False, "warmup_calls_not_reported": options.warmup,
         "apply_model_cond_s": times["cond"], "apply_model_uc_s": times["uc"],
-        "peak_rss_mib_so_far": proc_status()["VmHWM"],
+        "peak_rss_mib_so_far": peak_rss_mib(),
     }
     for kind in ("cond", "uc"):
         run[f"apply_model_{kind}_median_s"] = round(statistics.median(times[kind]), 4)
@@ -461,7 +458,7 @@ def main(argv=None) -> dict:
             model = util.instantiate_from_config(to_attr(model_config))
         model = model.eval() if options.dry_run else model.cpu().eval()
     build_seconds = time.perf_counter() - started
-    rss_after_build = proc_status()["VmHWM"]
+    rss_after_build = peak_rss_mib()
 
     loaded = None
     if options.weights:
@@ -499,7 +496,7 @@ def main(argv=None) -> dict:
     for autocast in options.autocast:
         for views in options.views:
             report["runs"].append(run_config(model, views, options.latent, context_dim, autocast, options))
-    report["peak_rss_mib"] = proc_status()["VmHWM"]
+    report["peak_rss_mib"] = peak_rss_mib()
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     for run in report["runs"]:

@@ -12,9 +12,9 @@ from diffportrait3d.kernels.official_timings import OfficialTimingsError, offici
 SHARED_TIMINGS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "timings_full_cpu.json"
 
 
-def timing_file(tmp_path: Path, runs: list, machine=None) -> Path:
+def timing_file(tmp_path: Path, runs: list) -> Path:
     path = tmp_path / "official.json"
-    path.write_text(json.dumps({"machine": machine or {"cpu": "Test CPU"}, "runs": runs}))
+    path.write_text(json.dumps({"machine": {"cpu": "Test CPU"}, "runs": runs}))
     return path
 
 
