@@ -216,6 +216,11 @@ def _add_bench(commands) -> None:
         help="compare with the official code timed on this machine (JSON of tests/bench_official.py --out FILE) "
         "instead of the reference machine's numbers",
     )
+    parser.add_argument(
+        "--flops", action="store_true",
+        help="also count the work of a step (FLOP, one more untimed replay), the rate achieved and the floor the "
+        "device's best product rate puts on a step",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.set_defaults(run=_run_bench)
 
@@ -239,7 +244,7 @@ def _run_bench(options) -> int:
     config = BenchConfig(
         model=options.model, views=options.views, latent=options.latent, steps=options.steps, warmup=options.warmup,
         dtype=options.dtype, cpu_matmul=options.cpu_matmul, cpu_compute=options.cpu_compute, cfg=options.cfg,
-        seed=options.seed, alone_repeats=options.alone_repeats, official=options.official,
+        seed=options.seed, alone_repeats=options.alone_repeats, official=options.official, flops=options.flops,
     )
     try:
         config.check()

@@ -6,6 +6,8 @@ the Appearance Reference Encoder's patch, cross-view attention, the pose Control
 own ControlNetApplyAdvanced node, the official guidance and the DDIM sampler, driven by ComfyUI's
 CFGGuider. Timing wrappers measure each network inside the steps; afterwards the same calls of the last
 step are repeated on their own, so the overhead over the bare networks is measured, not estimated.
+With ``flops`` those calls are also replayed once under a FLOP counter, which gives the work per step, the
+rate the step achieved, and a floor on its time: the work at this device's best single-product rate.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from comfy.ldm.modules.attention import BasicTransformerBlock
 from ..kernels.checkpoint_convert import component_architectures, load_architecture
 from ..kernels.checkpoint_layout import cross_view_placements
 from ..kernels.cross_view_attention import CrossViewModule
+from ..kernels.flop_count import count_flops
 from ..kernels.official_timings import official_step_timings
 from ..kernels.process_memory import peak_memory_bytes
+from ..kernels.product_rate import best_product_gflops
 from ..kernels.random_weights import fill_random_weights_
 from ..kernels.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
 from .appearance_reference import ReferenceLatent, apply_appearance_reference
@@ -77,7 +81,8 @@ class BenchConfig:
     float32 CPU products (``onednn`` or ``pytorch``) and the compute dtype on a CPU (``float32``, or the
     opt-in ``bf16``, which needs bf16 storage); see ``nodes/cpu_operations.py``. ``official``: a timing file of
     the official code measured on this machine (``tests/bench_official.py --out FILE``) to compare against,
-    instead of the reference machine's numbers."""
+    instead of the reference machine's numbers. ``flops``: also count the floating-point work of a step (one
+    more untimed replay of the last step's calls) and probe the device's best product rate."""
 
     model: str = "tiny"
     views: int = 8
@@ -92,6 +97,7 @@ class BenchConfig:
     seed: int = 0
     alone_repeats: int = 2
     official: str | None = None
+    flops: bool = False
 
     def check(self) -> None:
         if self.model not in ARCHITECTURES:
@@ -206,18 +212,18 @@ class PartTimer:
 
 
 class TimedDiffusionModel:
-    """DIFFUSION_MODEL wrapper charging the wrapped call to ``part``; the innermost one also records the
-    call (UNet ``_forward`` and its arguments) for the replay."""
+    """DIFFUSION_MODEL wrapper charging the wrapped call to ``part``; the inner one also records the call (the
+    wrappers inside it, such as the cross-view patch's shared text context, and the UNet) for the replay."""
 
     def __init__(self, timer: PartTimer, part: str, record: bool):
         self.timer, self.part, self.record = timer, part, record
 
     def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
         if self.record:
-            original, options = executor.original, dict(transformer_options)  # keeps this call's bank
+            options = dict(transformer_options)  # keeps this call's bank
 
             def replay():  # the UNet writes into its transformer options: give it a fresh copy each time
-                return original(x, timesteps, context, y, control, dict(options), **kwargs)
+                return executor(x, timesteps, context, y, control, dict(options), **kwargs)
 
             self.timer.calls["unet"].append(replay)
         with self.timer.measure(self.part):
@@ -275,10 +281,12 @@ class TimedDDIM:
     """KSAMPLER function: the pack's DDIM sampler with a step boundary at every callback; after the last
     step, while every network is still loaded, replays the recorded calls of that step on their own."""
 
-    def __init__(self, timer: PartTimer, alone_repeats: int):
+    def __init__(self, timer: PartTimer, alone_repeats: int, count_work: bool = False):
         self.timer = timer
         self.alone_repeats = alone_repeats
+        self.count_work = count_work
         self.alone: dict[str, float] = {}
+        self.flops: dict[str, int] = {}
 
     def __call__(self, model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.5):
         def step_done(info):
@@ -289,6 +297,8 @@ class TimedDDIM:
         with torch.no_grad():
             for part, calls in self.timer.last_step_calls.items():
                 self.alone[part] = sum(self.best_of(call) for call in calls)
+                if self.count_work:
+                    self.flops[part] = sum(count_flops(call) for call in calls)
         return samples
 
     def best_of(self, call) -> float:
@@ -344,7 +354,7 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
     total_steps = config.warmup + config.steps
     sigmas = official_sigmas(model, OFFICIAL_SCHEDULE_STEPS)[:total_steps + 1]
     noise = torch.randn(latent.shape, generator=generator)
-    sampler_function = TimedDDIM(timer, config.alone_repeats)
+    sampler_function = TimedDDIM(timer, config.alone_repeats, count_work=config.flops)
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(config.cfg)
@@ -354,9 +364,37 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
     samples = guider.sample(noise, latent, sampler, sigmas, seed=config.seed, disable_pbar=True)
     if not torch.isfinite(samples).all():
         raise RuntimeError("the benchmark produced non-finite latents")
-    return summarise(
+    result = summarise(
         config, models, timer, sampler_function.alone, build_seconds, rss_after_build, device, load_before
     )
+    if config.flops:
+        result.update(work_summary(sampler_function.flops, result, device, compute_dtype(config)))
+    return result
+
+
+def compute_dtype(config: BenchConfig) -> torch.dtype:
+    """The dtype the layers compute in on this device (ComfyUI's choice, or the pack's opt-in bf16 on a CPU)."""
+    setup = inference_setup_for(None, WEIGHT_DTYPES[config.dtype], config.cpu_matmul, config.cpu_compute)
+    return setup[2] or WEIGHT_DTYPES[config.dtype]
+
+
+def work_summary(flops: dict[str, int], result: dict, device: torch.device, dtype: torch.dtype) -> dict:
+    """Work per step by network (``flops_per_step``, with ``total``), the rate the step achieved, the device's
+    best product rate in ``dtype`` and the floor it puts on a step (work / best rate); with an official
+    timing file that has the official step's work, the same floor as a fraction of the official step."""
+    total = sum(flops.values())
+    best = best_product_gflops(device, dtype)
+    summary = {
+        "flops_per_step": {**flops, "total": total},
+        "achieved_gflops": total / result["seconds_per_step"] / 1e9,
+        "best_product_gflops": best,
+        "floor_seconds_per_step": total / best / 1e9,
+    }
+    official = result.get("official_cpu") or {}
+    if official.get("flops_per_step_fp32") and dtype == torch.float32:
+        summary["work_vs_official"] = total / official["flops_per_step_fp32"]
+        summary["floor_vs_official_step"] = summary["floor_seconds_per_step"] / official["seconds_per_step_fp32"]
+    return summary
 
 
 def summarise(config, models, timer, alone, build_seconds, rss_after_build, device, load_before) -> dict:
@@ -389,10 +427,7 @@ def summarise(config, models, timer, alone, build_seconds, rss_after_build, devi
         "weight_dtype": config.dtype,
         "cpu_matmul": config.cpu_matmul,
         "cpu_compute": config.cpu_compute,
-        "compute_dtype": str(
-            inference_setup_for(None, WEIGHT_DTYPES[config.dtype], config.cpu_matmul, config.cpu_compute)[2]
-            or WEIGHT_DTYPES[config.dtype]
-        ).replace("torch.", ""),
+        "compute_dtype": str(compute_dtype(config)).replace("torch.", ""),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -454,4 +489,23 @@ def format_report(result: dict) -> str:
         reference = official["seconds_per_step_fp32"]
         lines.append(f"  official code on {official['machine'] or 'the measuring machine'}: {reference:.2f} s per step "
                      f"fp32 (ours {result['seconds_per_step'] / reference:.2f}x); {official['source']}")
+    if "flops_per_step" in result:
+        lines.extend(format_work(result))
     return "\n".join(lines)
+
+
+def format_work(result: dict) -> list[str]:
+    """Report lines of ``work_summary``."""
+    giga = 1e9
+    flops = result["flops_per_step"]
+    parts = ", ".join(f"{name} {count / giga:.1f}" for name, count in flops.items() if name != "total")
+    lines = [
+        f"  work per step {flops['total'] / giga:.1f} GFLOP ({parts}), achieved {result['achieved_gflops']:.0f} GFLOP/s",
+        f"  best single product here {result['best_product_gflops']:.0f} GFLOP/s ({result['compute_dtype']}): "
+        f"floor {result['floor_seconds_per_step']:.3f} s per step (the work at that rate, nothing else)",
+    ]
+    if "work_vs_official" in result:
+        official_work = result["official_cpu"]["flops_per_step_fp32"]
+        lines.append(f"  official step {official_work / giga:.1f} GFLOP: ours is {result['work_vs_official']:.2f}x its "
+                     f"work; the floor is {result['floor_vs_official_step']:.2f}x the official step's time")
+    return lines

@@ -147,6 +147,67 @@ def test_bench_compares_with_official_timings_measured_on_this_machine(comfy_hos
     assert "no float32 run with 8 views at latent 16x16; rerun tests/bench_official.py" in capsys.readouterr().err
 
 
+def shared_text_savings(network: torch.nn.Module, rows: int, text_tokens: int = 77) -> int:
+    """FLOP the broadcast text context saves in ``network``: the cross-attention key and value projections of
+    ``text_tokens`` tokens, done once instead of once per row."""
+    from comfy.ldm.modules.attention import BasicTransformerBlock
+
+    return sum(
+        2 * 2 * text_tokens * block.attn2.to_k.in_features * block.attn2.to_k.out_features * (rows - 1)
+        for block in network.modules() if isinstance(block, BasicTransformerBlock)
+    )
+
+
+def test_bench_counts_the_work_of_a_step_and_the_floor_it_puts_on_the_time(comfy_host):
+    """``flops``: the replayed networks' work per step, the achieved rate and the floor. The pack's oneDNN layers
+    and PyTorch's plain ones do the same products, except the text keys/values the broadcast context saves:
+    the two counts differ by exactly that, computed here from the networks' layers."""
+    from diffportrait3d.nodes.benchmark import BenchConfig, build_random_models, run_benchmark
+
+    counts = {}
+    for cpu_matmul in ("onednn", "pytorch"):
+        models = build_random_models("tiny", cpu_matmul=cpu_matmul)
+        config = BenchConfig(model="tiny", views=VIEWS, latent=SIZE, steps=1, warmup=0, alone_repeats=1,
+                             cpu_matmul=cpu_matmul, flops=True)
+        result = run_benchmark(config, models)
+        flops = result["flops_per_step"]
+        assert set(flops) == {"appearance_net", "pose_controlnet", "unet", "total"}
+        assert all(flops[part] > 0 for part in ("appearance_net", "pose_controlnet", "unet"))
+        assert flops["total"] == flops["appearance_net"] + flops["pose_controlnet"] + flops["unet"]
+        assert result["achieved_gflops"] == pytest.approx(flops["total"] / result["seconds_per_step"] / 1e9)
+        assert result["floor_seconds_per_step"] == pytest.approx(flops["total"] / result["best_product_gflops"] / 1e9)
+        assert result["floor_seconds_per_step"] < result["seconds_per_step"]
+        counts[cpu_matmul] = flops
+
+    assert counts["pytorch"]["appearance_net"] == counts["onednn"]["appearance_net"]  # batch 1: nothing shared
+    assert counts["pytorch"]["unet"] - counts["onednn"]["unet"] == shared_text_savings(
+        models.unet.model.diffusion_model, rows=2 * VIEWS  # cond and uncond rows
+    ) > 0
+    assert counts["pytorch"]["pose_controlnet"] - counts["onednn"]["pose_controlnet"] == shared_text_savings(
+        models.pose.control_model, rows=VIEWS  # conditional rows only
+    ) > 0
+
+
+def test_bench_sets_its_work_against_the_official_steps_work(comfy_host, capsys, tmp_path):
+    from diffportrait3d.__main__ import main
+    from diffportrait3d.nodes.benchmark import format_report
+
+    official = tmp_path / "official_here.json"
+    official.write_text(json.dumps({"machine": {"cpu": "Test Xeon"}, "runs": [
+        {"views": 2, "latent": "8x8", "autocast": "none", "apply_model_cond_median_s": 0.3,
+         "apply_model_uc_median_s": 0.2, "flops_cond": 3 * 10**9, "flops_uc": 10**9, "flops_per_step": 4 * 10**9},
+    ]}))
+    assert main(["bench", "--model", "tiny", "--views", "2", "--latent", "8", "--steps", "1", "--warmup", "0",
+                 "--alone-repeats", "1", "--official", str(official), "--flops", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["official_cpu"]["flops_per_step_fp32"] == 4 * 10**9
+    assert result["work_vs_official"] == pytest.approx(result["flops_per_step"]["total"] / 4e9)
+    assert result["floor_vs_official_step"] == pytest.approx(result["floor_seconds_per_step"] / 0.5)
+    report = format_report(result)
+    assert f"work per step {result['flops_per_step']['total'] / 1e9:.1f} GFLOP" in report
+    assert f"official step 4.0 GFLOP: ours is {result['work_vs_official']:.2f}x its work" in report
+
+
 def test_huge_page_setup_reads_the_kernel_mode_and_the_torch_switch(comfy_host, tmp_path, monkeypatch):
     from diffportrait3d.nodes.benchmark import format_report, huge_page_setup
 
