@@ -30,7 +30,8 @@ def _step_seconds(run: dict) -> float:
 def official_step_timings(path: Path | str, views: int, latent: int) -> dict:
     """Official seconds per guided step (cond + uc medians) for ``views`` views at latent ``latent`` x ``latent``:
     ``seconds_per_step_fp32``, ``seconds_per_step_bf16_autocast`` when the file has a bf16 run,
-    ``peak_memory_bytes_fp32`` (peak RSS after the float32 run), ``machine`` and ``source``. Raises
+    ``peak_memory_bytes_fp32`` (peak RSS after the float32 run), ``flops_per_step_fp32`` when the run counted its
+    work (``--flops``), ``machine`` and ``source``. Raises
     ``OfficialTimingsError`` naming the file when it is unreadable or has no float32 run of that size."""
     path = Path(path)
     try:
@@ -54,6 +55,8 @@ def official_step_timings(path: Path | str, views: int, latent: int) -> dict:
             result["seconds_per_step_bf16_autocast"] = round(_step_seconds(bf16), 4)
         if "peak_rss_mib_so_far" in fp32:
             result["peak_memory_bytes_fp32"] = int(float(fp32["peak_rss_mib_so_far"]) * MIB)
+        if "flops_per_step" in fp32:
+            result["flops_per_step_fp32"] = int(fp32["flops_per_step"])
     except (KeyError, TypeError, ValueError) as error:
         raise OfficialTimingsError(f"{path}: run without per-call medians ({error})") from error
     machine = data.get("machine")

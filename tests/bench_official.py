@@ -16,6 +16,8 @@ sampler), alternating cond, uc; every call is timed with ``time.perf_counter`` a
 median + uc median (one CFG step). Peak RSS = VmHWM of /proc/self/status. ``--autocast bf16`` wraps each
 call in ``torch.autocast("cpu", dtype=torch.bfloat16)`` (weights stay float32). With default init the outputs
 are all zeros (the official code zero-initialises the UNet's output conv); the work done is the same.
+``--flops`` also counts each call's floating-point work once more, untimed (``kernels/flop_count.py``, the
+count the pack's ``bench --flops`` makes): ``flops_cond``, ``flops_uc`` and ``flops_per_step`` per run.
 
 The official code is only imported, never copied: ``--official-repo`` is a checkout of
 FreedomGu/DiffPortrait3D (its root or its ``DiffPortrait3D/`` folder), e.g. from a bare mirror
@@ -89,6 +91,7 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
+from diffportrait3d.kernels.flop_count import count_flops
 from diffportrait3d.kernels.process_memory import peak_memory_bytes
 
 OFFICIAL_COMMIT = "91e250361d3d641e9588bd2350f07df91f3cfdd9"
@@ -322,22 +325,22 @@ def make_inputs(views: int, latent: int, context_dim: int, seed: int) -> dict[st
     }
 
 
-def call_pair(model, inputs: dict[str, torch.Tensor], autocast: str):
+def apply_model(model, inputs: dict[str, torch.Tensor], kind: str, autocast: str) -> torch.Tensor:
+    """One official ``apply_model`` call: ``cond`` (with the reference) or ``uc``."""
     cond = {"c_crossattn": [inputs["c_crossattn_0"]], "c_concat": [inputs["c_concat_0"]]}
+    scope = torch.autocast("cpu", dtype=torch.bfloat16) if autocast == "bf16" else contextlib.nullcontext()
+    with torch.no_grad(), scope:
+        if kind == "cond":
+            return model.apply_model(inputs["x_noisy"], inputs["t"], cond, inputs["reference_image_noisy"])
+        return model.apply_model(inputs["x_noisy"], inputs["t"], cond, None, uc=True)
 
-    def scope():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if autocast == "bf16" else contextlib.nullcontext()
 
+def call_pair(model, inputs: dict[str, torch.Tensor], autocast: str):
     results = {}
-    with torch.no_grad():
-        with scope():
-            started = time.perf_counter()
-            eps = model.apply_model(inputs["x_noisy"], inputs["t"], cond, inputs["reference_image_noisy"])
-            results["cond"] = (time.perf_counter() - started, eps)
-        with scope():
-            started = time.perf_counter()
-            eps = model.apply_model(inputs["x_noisy"], inputs["t"], cond, None, uc=True)
-            results["uc"] = (time.perf_counter() - started, eps)
+    for kind in ("cond", "uc"):
+        started = time.perf_counter()
+        eps = apply_model(model, inputs, kind, autocast)
+        results[kind] = (time.perf_counter() - started, eps)
     return results
 
 
@@ -383,6 +386,10 @@ def run_config(model, views: int, latent: int, context_dim: int, autocast: str, 
         run[f"apply_model_{kind}_min_s"] = min(times[kind])
     run["seconds_per_step"] = round(run["apply_model_cond_median_s"] + run["apply_model_uc_median_s"], 4)
     run["outputs"] = {kind: describe(eps) for kind, eps in outputs.items()}
+    if options.flops and not options.dry_run:
+        for kind in ("cond", "uc"):
+            run[f"flops_{kind}"] = count_flops(lambda kind=kind: apply_model(model, inputs, kind, autocast))
+        run["flops_per_step"] = run["flops_cond"] + run["flops_uc"]
     if golden is not None:
         run["golden_max_abs_diff"] = {
             kind: (outputs[kind].float() - golden[f"eps_{kind}"]).abs().max().item() for kind in ("cond", "uc")}
@@ -417,6 +424,8 @@ def parse_args(argv=None):
                         help="build the model and run each call once on the meta device: checks config, parameter "
                              "count and shapes of the FULL model in seconds without memory; times are meaningless")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--flops", action="store_true",
+                        help="also count the floating-point work of each call (one more untimed call each)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--out", type=Path, help="also write the JSON object to this file")
     options = parser.parse_args(argv)

@@ -36,9 +36,12 @@ def test_harness_reproduces_the_official_golden_outputs_of_the_tiny_model():
                     "files) to run the official code; see the docstring of tests/bench_official.py")
     result = harness("--official-repo", repo, "--diffusers-path", diffusers, "--tiny", "--threads", "1",
                      "--repeats", "1", "--weights", str(FIXTURES / "tiny_official.safetensors"),
-                     "--golden", str(FIXTURES / "golden_apply_v8.safetensors"), "--json")
+                     "--golden", str(FIXTURES / "golden_apply_v8.safetensors"), "--flops", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert report["official_sources"]["all_match"], report["official_sources"]["not_matching"]
     differences = report["runs"][0]["golden_max_abs_diff"]
     assert differences["cond"] <= 1e-4 and differences["uc"] <= 1e-4, differences
+    # the counted work: the conditional call also runs the appearance net on every view
+    run = report["runs"][0]
+    assert run["flops_cond"] > run["flops_uc"] > 0 and run["flops_per_step"] == run["flops_cond"] + run["flops_uc"]

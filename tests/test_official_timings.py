@@ -42,6 +42,13 @@ def test_a_step_is_the_cond_plus_the_uncond_median_of_the_matching_run(tmp_path)
     assert "seconds_per_step_bf16_autocast" not in official_step_timings(path, views=8, latent=32)
 
 
+def test_the_official_steps_work_is_read_when_the_harness_counted_it(tmp_path):
+    counted = {**run(8, 16, "none", 6.0, 4.0), "flops_cond": 1182067425280, "flops_uc": 801027850240,
+               "flops_per_step": 1983095275520}
+    assert official_step_timings(timing_file(tmp_path, [counted]), 8, 16)["flops_per_step_fp32"] == 1983095275520
+    assert "flops_per_step_fp32" not in official_step_timings(timing_file(tmp_path, [run(8, 16, "none", 6.0, 4.0)]), 8, 16)
+
+
 def test_the_shared_reference_file_reads_like_a_harness_file():
     if not SHARED_TIMINGS.is_file():
         pytest.skip(f"SKIPPED: no shared reference timings at {SHARED_TIMINGS}")
