@@ -49,6 +49,15 @@ def test_the_official_steps_work_is_read_when_the_harness_counted_it(tmp_path):
     assert "flops_per_step_fp32" not in official_step_timings(timing_file(tmp_path, [run(8, 16, "none", 6.0, 4.0)]), 8, 16)
 
 
+@pytest.mark.parametrize("record", ["official_cpu_timings_xeon.json", "official_cpu_timings_xeon_flops.json"])
+def test_the_records_in_docs_read_as_official_timings(record):
+    """The harness outputs kept in docs/ stay usable with ``bench --official``."""
+    timings = official_step_timings(Path(__file__).resolve().parents[1] / "docs" / record, views=8, latent=16)
+    assert 8 < timings["seconds_per_step_fp32"] < 20 and "Xeon" in timings["machine"]
+    if record.endswith("_flops.json"):
+        assert 1.5e12 < timings["flops_per_step_fp32"] < 2.5e12  # the official step: about 2 TFLOP
+
+
 def test_the_shared_reference_file_reads_like_a_harness_file():
     if not SHARED_TIMINGS.is_file():
         pytest.skip(f"SKIPPED: no shared reference timings at {SHARED_TIMINGS}")
