@@ -73,10 +73,19 @@ class ConditionalRowsControl:
             raise AttributeError(name)
         return getattr(self.control, name)
 
+    def _compute_dtype(self) -> torch.dtype | None:
+        """The dtype ComfyUI's ControlNet computes in (its manual-cast dtype, else its network's); None when
+        the wrapped object does not say."""
+        dtype = getattr(self.control, "manual_cast_dtype", None) or getattr(
+            getattr(self.control, "control_model", None), "dtype", None
+        )
+        return dtype if isinstance(dtype, torch.dtype) else None
+
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
         rows = conditional_rows(transformer_options, x_noisy.shape[0]).to(x_noisy.device)
         if bool(rows.all()):
-            return self.control.get_control(x_noisy, t, _shared_text(cond), batched_number, transformer_options)
+            shared = _shared_text(cond, self._compute_dtype())
+            return self.control.get_control(x_noisy, t, shared, batched_number, transformer_options)
         if not bool(rows.any()):
             return None
         batch = x_noisy.shape[0]
@@ -85,7 +94,8 @@ class ConditionalRowsControl:
             for key, value in cond.items()
         }
         chunks = transformer_options["cond_or_uncond"].count(0)
-        control = self.control.get_control(x_noisy[rows], t[rows], _shared_text(cond_rows), chunks, transformer_options)
+        shared = _shared_text(cond_rows, self._compute_dtype())
+        control = self.control.get_control(x_noisy[rows], t[rows], shared, chunks, transformer_options)
         if control is None:
             return None
         return {
@@ -94,11 +104,15 @@ class ConditionalRowsControl:
         }
 
 
-def _shared_text(cond: dict) -> dict:
+def _shared_text(cond: dict, dtype: torch.dtype | None = None) -> dict:
     """``cond`` with its text context held once when all rows share it (``broadcast_equal_rows``): the
-    ControlNet then projects its cross-attention keys and values once, not once per view."""
+    ControlNet then projects its cross-attention keys and values once, not once per view. ComfyUI casts the
+    context to the ControlNet's compute ``dtype``, and a cast copy would hold every row again, so when that
+    dtype is known the context is cast first (the same values the ControlNet would compute with)."""
     context = cond.get("c_crossattn")
-    return {**cond, "c_crossattn": broadcast_equal_rows(context)} if isinstance(context, torch.Tensor) else cond
+    if not isinstance(context, torch.Tensor):
+        return cond
+    return {**cond, "c_crossattn": broadcast_equal_rows(context if dtype is None else context.to(dtype))}
 
 
 def _scatter_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,8 @@ from guidance_helpers import (
 )
 from safetensors.torch import load_file
 
+from diffportrait3d.kernels.cpu_matmul import native_bf16_cpu
+
 pytestmark = pytest.mark.host
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -188,6 +190,20 @@ def test_bench_counts_the_work_of_a_step_and_the_floor_it_puts_on_the_time(comfy
     ) > 0
 
 
+@pytest.mark.skipif(not native_bf16_cpu(), reason="this CPU has no native bf16 products (AVX512-BF16 or AMX)")
+def test_bf16_compute_does_the_same_work_as_float32(comfy_host):
+    """With the opt-in bf16 compute the ControlNet casts its text context to bf16; the shared row is cast first,
+    so the cast copy does not hold every view again and the key/value projections still run once."""
+    from diffportrait3d.nodes.benchmark import BenchConfig, run_benchmark
+
+    def work(**storage):
+        config = BenchConfig(model="tiny", views=VIEWS, latent=SIZE, steps=1, warmup=0, alone_repeats=1, flops=True,
+                             **storage)
+        return run_benchmark(config)["flops_per_step"]
+
+    assert work(dtype="bf16", cpu_compute="bf16") == work()
+
+
 def test_bench_sets_its_work_against_the_official_steps_work(comfy_host, capsys, tmp_path):
     from diffportrait3d.__main__ import main
     from diffportrait3d.nodes.benchmark import format_report
@@ -289,7 +305,7 @@ def test_views_share_one_text_projection_in_the_unet_and_the_controlnet(tiny_dp3
         seen.clear()
         per_row = model.clone()
         per_row.remove_wrappers_with_key(ext.WrappersMP.DIFFUSION_MODEL, SHARED_CONTEXT_KEY)
-        monkeypatch.setattr(sampler, "_shared_text", lambda cond: cond)
+        monkeypatch.setattr(sampler, "_shared_text", lambda cond, dtype=None: cond)
         apart = guided_step(per_row, positive, negative, noise)
         assert all(stride != 0 for calls in seen.values() for _, stride in calls)
     finally:
