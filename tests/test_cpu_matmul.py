@@ -112,8 +112,11 @@ def test_small_convolutions_equal_pytorch_as_im2col_products(size, kernel, strid
 
 @requires_onednn
 @pytest.mark.parametrize("dtype", ONEDNN_DTYPES[1:])
-@pytest.mark.parametrize("size, im2col", [(2, True), (3, False), (4, False)])
-def test_bf16_convolutions_take_im2col_up_to_four_positions(size, im2col, dtype):
+@pytest.mark.parametrize("amx", [False, True], ids=["avx512-bf16", "amx"])
+@pytest.mark.parametrize("size", [2, 3, 4, 5])
+def test_bf16_convolutions_take_im2col_up_to_four_positions_or_sixteen_with_amx(size, amx, dtype, monkeypatch):
+    monkeypatch.setattr(cpu_matmul, "amx_bf16_cpu", lambda: amx)
+    im2col = size * size <= (16 if amx else 4)
     x, weight, bias = randn(2, 32, size, size, seed=15), randn(16, 32, 3, 3, seed=16), randn(16, seed=17)
     exact = F.conv2d(x.double(), weight.double(), bias.double(), 1, 1)
     x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
