@@ -221,6 +221,11 @@ def _add_bench(commands) -> None:
         help="also count the work of a step (FLOP, one more untimed replay), the rate achieved and the floor the "
         "device's best product rate puts on a step",
     )
+    parser.add_argument(
+        "--heap", action="store_true",
+        help="also the peak of the C heap's live bytes in one more replay (glibc): what the tensors needed, without "
+        "allocator slack; with --cpu-matmul pytorch --dtype bf16 --cpu-compute bf16 it estimates an fp16 GPU's VRAM",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.set_defaults(run=_run_bench)
 
@@ -245,6 +250,7 @@ def _run_bench(options) -> int:
         model=options.model, views=options.views, latent=options.latent, steps=options.steps, warmup=options.warmup,
         dtype=options.dtype, cpu_matmul=options.cpu_matmul, cpu_compute=options.cpu_compute, cfg=options.cfg,
         seed=options.seed, alone_repeats=options.alone_repeats, official=options.official, flops=options.flops,
+        heap=options.heap,
     )
     try:
         config.check()

@@ -7,7 +7,9 @@ own ControlNetApplyAdvanced node, the official guidance and the DDIM sampler, dr
 CFGGuider. Timing wrappers measure each network inside the steps; afterwards the same calls of the last
 step are repeated on their own, so the overhead over the bare networks is measured, not estimated.
 With ``flops`` those calls are also replayed once under a FLOP counter, which gives the work per step, the
-rate the step achieved, and a floor on its time: the work at this device's best single-product rate.
+rate the step achieved, and a floor on its time: the work at this device's best single-product rate. With
+``heap`` they are replayed once while the C heap's live bytes are sampled after every operation: the memory
+the tensors needed, without the allocator's slack that the peak RSS includes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..kernels.checkpoint_convert import component_architectures, load_architect
 from ..kernels.checkpoint_layout import cross_view_placements
 from ..kernels.cross_view_attention import CrossViewModule
 from ..kernels.flop_count import count_flops
+from ..kernels.heap_usage import PeakHeap, heap_bytes_in_use, peak_heap
 from ..kernels.official_timings import official_step_timings
 from ..kernels.process_memory import peak_memory_bytes
 from ..kernels.product_rate import best_product_gflops
@@ -82,7 +85,9 @@ class BenchConfig:
     opt-in ``bf16``, which needs bf16 storage); see ``nodes/cpu_operations.py``. ``official``: a timing file of
     the official code measured on this machine (``tests/bench_official.py --out FILE``) to compare against,
     instead of the reference machine's numbers. ``flops``: also count the floating-point work of a step (one
-    more untimed replay of the last step's calls) and probe the device's best product rate."""
+    more untimed replay of the last step's calls) and probe the device's best product rate. ``heap``: also the
+    peak of the C heap's live bytes during one more replay (glibc only); with ``cpu_matmul="pytorch"`` and bf16
+    compute a CPU runs ComfyUI's GPU code path in 2-byte activations, so this estimates an fp16 GPU's need."""
 
     model: str = "tiny"
     views: int = 8
@@ -98,6 +103,7 @@ class BenchConfig:
     alone_repeats: int = 2
     official: str | None = None
     flops: bool = False
+    heap: bool = False
 
     def check(self) -> None:
         if self.model not in ARCHITECTURES:
@@ -118,6 +124,8 @@ class BenchConfig:
             raise ValueError(f"steps + warmup must not exceed {OFFICIAL_SCHEDULE_STEPS}")
         if self.official is not None:
             official_step_timings(self.official, self.views, self.latent)  # a bad file fails before the build
+        if self.heap and heap_bytes_in_use() is None:
+            raise ValueError("heap needs glibc's mallinfo2 (Linux with glibc 2.33 or later)")
 
     def official_reference(self) -> dict | None:
         """The official timings to compare with: from ``official`` when given, else the reference machine's."""
@@ -281,12 +289,14 @@ class TimedDDIM:
     """KSAMPLER function: the pack's DDIM sampler with a step boundary at every callback; after the last
     step, while every network is still loaded, replays the recorded calls of that step on their own."""
 
-    def __init__(self, timer: PartTimer, alone_repeats: int, count_work: bool = False):
+    def __init__(self, timer: PartTimer, alone_repeats: int, count_work: bool = False, watch_heap: bool = False):
         self.timer = timer
         self.alone_repeats = alone_repeats
         self.count_work = count_work
+        self.watch_heap = watch_heap
         self.alone: dict[str, float] = {}
         self.flops: dict[str, int] = {}
+        self.heap: dict[str, PeakHeap] = {}
 
     def __call__(self, model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.5):
         def step_done(info):
@@ -299,6 +309,8 @@ class TimedDDIM:
                 self.alone[part] = sum(self.best_of(call) for call in calls)
                 if self.count_work:
                     self.flops[part] = sum(count_flops(call) for call in calls)
+                if self.watch_heap:
+                    self.heap[part] = max((peak_heap(call) for call in calls), key=lambda watcher: watcher.peak_bytes)
         return samples
 
     def best_of(self, call) -> float:
@@ -354,7 +366,7 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
     total_steps = config.warmup + config.steps
     sigmas = official_sigmas(model, OFFICIAL_SCHEDULE_STEPS)[:total_steps + 1]
     noise = torch.randn(latent.shape, generator=generator)
-    sampler_function = TimedDDIM(timer, config.alone_repeats, count_work=config.flops)
+    sampler_function = TimedDDIM(timer, config.alone_repeats, count_work=config.flops, watch_heap=config.heap)
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(config.cfg)
@@ -369,6 +381,8 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
     )
     if config.flops:
         result.update(work_summary(sampler_function.flops, result, device, compute_dtype(config)))
+    if config.heap:
+        result.update(heap_summary(sampler_function.heap))
     return result
 
 
@@ -395,6 +409,18 @@ def work_summary(flops: dict[str, int], result: dict, device: torch.device, dtyp
         summary["work_vs_official"] = total / official["flops_per_step_fp32"]
         summary["floor_vs_official_step"] = summary["floor_seconds_per_step"] / official["seconds_per_step_fp32"]
     return summary
+
+
+def heap_summary(watchers: dict[str, PeakHeap]) -> dict:
+    """The replayed network whose call peaked highest in live heap bytes: that peak, what was live before the
+    call (weights and the step's state it reads), and the operation at the peak."""
+    part, watcher = max(watchers.items(), key=lambda item: item[1].peak_bytes)
+    return {
+        "heap_peak_bytes": watcher.peak_bytes,
+        "heap_before_peak_call_bytes": watcher.start_bytes,
+        "heap_peak_part": part,
+        "heap_peak_op": watcher.peak_op,
+    }
 
 
 def summarise(config, models, timer, alone, build_seconds, rss_after_build, device, load_before) -> dict:
@@ -491,6 +517,11 @@ def format_report(result: dict) -> str:
                      f"fp32 (ours {result['seconds_per_step'] / reference:.2f}x); {official['source']}")
     if "flops_per_step" in result:
         lines.extend(format_work(result))
+    if "heap_peak_bytes" in result:
+        added = result["heap_peak_bytes"] - result["heap_before_peak_call_bytes"]
+        lines.append(f"  live heap (no allocator slack): {result['heap_before_peak_call_bytes'] / gib:.2f} GiB before "
+                     f"the {result['heap_peak_part']} call, peak {result['heap_peak_bytes'] / gib:.2f} GiB "
+                     f"({added / gib:.2f} GiB more) at {result['heap_peak_op']}")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from guidance_helpers import (
 from safetensors.torch import load_file
 
 from diffportrait3d.kernels.cpu_matmul import native_bf16_cpu
+from diffportrait3d.kernels.heap_usage import heap_bytes_in_use
 
 pytestmark = pytest.mark.host
 
@@ -222,6 +223,36 @@ def test_bench_sets_its_work_against_the_official_steps_work(comfy_host, capsys,
     report = format_report(result)
     assert f"work per step {result['flops_per_step']['total'] / 1e9:.1f} GFLOP" in report
     assert f"official step 4.0 GFLOP: ours is {result['work_vs_official']:.2f}x its work" in report
+
+
+@pytest.mark.skipif(heap_bytes_in_use() is None, reason="no glibc mallinfo2 here: --heap needs Linux with glibc >= 2.33")
+def test_bench_reports_the_live_heap_peak_of_a_step(comfy_host, capsys):
+    """``--heap``: the peak of live heap bytes in a replayed network call, over what was live before it (the
+    weights among it); the activations it adds grow with the latent size."""
+    from diffportrait3d.__main__ import main
+    from diffportrait3d.nodes.benchmark import format_report
+
+    added = {}
+    for latent in (8, 16):
+        assert main(["bench", "--model", "tiny", "--views", "8", "--latent", str(latent), "--steps", "1", "--warmup",
+                     "0", "--alone-repeats", "1", "--heap", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["heap_peak_part"] in {"appearance_net", "pose_controlnet", "unet"}
+        assert result["heap_before_peak_call_bytes"] >= result["weight_bytes"]
+        assert result["heap_peak_bytes"] > result["heap_before_peak_call_bytes"]
+        assert result["heap_peak_op"].startswith("aten.")
+        assert f"peak {result['heap_peak_bytes'] / 2**30:.2f} GiB" in format_report(result)
+        added[latent] = result["heap_peak_bytes"] - result["heap_before_peak_call_bytes"]
+    assert added[16] > 2 * added[8]  # 4x the tokens per view
+
+
+def test_bench_refuses_heap_without_glibc(comfy_host, capsys, monkeypatch):
+    from diffportrait3d.__main__ import main
+    from diffportrait3d.nodes import benchmark
+
+    monkeypatch.setattr(benchmark, "heap_bytes_in_use", lambda: None)
+    assert main(["bench", "--model", "tiny", "--heap"]) == 2
+    assert "heap needs glibc's mallinfo2" in capsys.readouterr().err
 
 
 def test_huge_page_setup_reads_the_kernel_mode_and_the_torch_switch(comfy_host, tmp_path, monkeypatch):
