@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from diffportrait3d.kernels.gated_gelu import geglu
+from diffportrait3d.kernels.heap_usage import heap_bytes_in_use, peak_heap
 
 
 def reference_geglu(projection: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -52,3 +54,18 @@ def test_offered_halves_are_used_and_give_the_same_numbers():
         assert projection.calls == (["halves"] if offers else ["halves", "forward"])
         assert out.is_contiguous()
         torch.testing.assert_close(out.double(), reference_geglu(projection, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(heap_bytes_in_use() is None, reason="no glibc mallinfo2 here: the heap count needs glibc >= 2.33")
+def test_plain_projection_peaks_at_the_projection_and_one_half():
+    """The chunked form keeps the [tokens, 2n] projection and a single [tokens, n] buffer live at its peak
+    (value * gelu(gate) into a new tensor would hold a second one: the largest activation of a 512x512 step
+    on ComfyUI's GPU code path)."""
+    tokens, channels, n = 4096, 64, 1024
+    projection, x = torch.nn.Linear(channels, 2 * n), torch.randn(tokens, channels)
+    half_bytes = tokens * n * 4
+    with torch.no_grad():
+        geglu(projection, x)  # warm-up: one-off allocations of the first call stay out of the count
+        watcher = peak_heap(lambda: geglu(projection, x))
+    added = watcher.peak_bytes - watcher.start_bytes
+    assert 3 * half_bytes <= added < 4 * half_bytes  # a second half would make it 4 and more
