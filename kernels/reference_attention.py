@@ -24,12 +24,21 @@ def block_key(extra_options: dict) -> BlockKey:
 
 
 def conditional_rows(extra_options: dict, batch: int) -> torch.Tensor:
-    """Bool [batch]: rows of the conditional chunk(s). ComfyUI stacks equal chunks in ``cond_or_uncond``
-    order (0 = cond, 1 = uncond); without that information every row counts as conditional."""
+    """Bool [batch]: rows of the conditional chunk(s), see :func:`chunk_rows`."""
+    rows = torch.zeros(batch, dtype=torch.bool)
+    for conditional, chunk in chunk_rows(extra_options, batch):
+        rows[chunk] = conditional
+    return rows
+
+
+def chunk_rows(extra_options: dict, batch: int) -> list[tuple[bool, slice]]:
+    """(conditional?, rows) of each cond/uncond chunk of a batch, in ``cond_or_uncond`` order (ComfyUI stacks
+    equal chunks); without that information the whole batch is one conditional chunk."""
     chunks = extra_options.get("cond_or_uncond") or [0]
     if batch % len(chunks):
         raise ValueError(f"batch {batch} does not split into the {len(chunks)} cond/uncond chunks")
-    return torch.tensor(chunks).eq(0).repeat_interleave(batch // len(chunks))
+    size = batch // len(chunks)
+    return [(kind == 0, slice(i * size, (i + 1) * size)) for i, kind in enumerate(chunks)]
 
 
 class BankFull(Exception):
@@ -68,7 +77,8 @@ class ReferenceBankReader:
 
     When cond and uncond rows share one batch, the uncond rows get ``[own ; own]``: softmax over duplicated
     keys/values equals attention over the originals exactly, so they stay plain self-attention while all
-    rows keep one token count (which needs reference tokens == own tokens, guaranteed by the caller).
+    rows keep one token count (which needs reference tokens == own tokens, guaranteed by the caller). The
+    attention that follows (the pack's attn1 replace) attends them over the first half only.
     """
 
     def __init__(self, bank_key: str):

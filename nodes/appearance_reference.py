@@ -21,6 +21,7 @@ from ..kernels.reference_attention import (
     ReferenceBank,
     ReferenceBankReader,
     ReferenceBankWriter,
+    chunk_rows,
     conditional_rows,
     reference_logit_bias,
 )
@@ -113,19 +114,40 @@ class AppearanceReference:
             transformer_options.pop(self.bank_key, None)
 
 
-class ReferenceStrengthAttention:
-    """attn1 replace patch, only installed when strength != 1: self-attention over [own ; reference] keys with
-    the reference tokens' softmax weight scaled by ``strength`` (a log-strength logit bias)."""
+class ReferenceAttention:
+    """attn1 replace patch: the self-attention of each chunk over the keys the bank reader gave it. Conditional
+    rows attend over [own ; reference], the reference tokens' softmax weight scaled by ``strength`` (a
+    log-strength logit bias; none at 1). Unconditional rows of a mixed batch attend over their own tokens
+    alone: the reader's [own ; own] keys give the same attention, at twice the work. q [B, T, C], k and v
+    [B, S, C] projected, S = T (no reference in this call) or 2T -> [B, T, C]."""
 
-    def __init__(self, strength: float):
+    def __init__(self, strength: float = 1.0):
         self.strength = strength
 
     def __call__(self, q, k, v, extra_options):
-        heads = extra_options["n_heads"]
-        if k.shape[1] == q.shape[1]:
-            return optimized_attention(q, k, v, heads)
+        own = q.shape[1]
+        if k.shape[1] == own:
+            return self.attend(q, k, v, extra_options)
+        outputs = [
+            self.attend_reference(q[rows], k[rows], v[rows], extra_options) if conditional
+            else self.attend(q[rows], k[rows, :own], v[rows, :own], extra_options)
+            for conditional, rows in chunk_rows(extra_options, q.shape[0])
+        ]
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    @staticmethod
+    def attend(q, k, v, extra_options, mask=None):
+        """ComfyUI's attention for the device, as its own self-attention calls it."""
+        options = {"attn_precision": extra_options.get("attn_precision"), "transformer_options": extra_options}
+        if mask is None:
+            return optimized_attention(q, k, v, extra_options["n_heads"], **options)
+        return optimized_attention_masked(q, k, v, extra_options["n_heads"], mask, **options)
+
+    def attend_reference(self, q, k, v, extra_options):
+        if self.strength == 1.0:
+            return self.attend(q, k, v, extra_options)
         bias = reference_logit_bias(q.shape[1], k.shape[1], self.strength, q.dtype, q.device)
-        return optimized_attention_masked(q, k, v, heads, mask=bias.view(1, 1, 1, -1))
+        return self.attend(q, k, v, extra_options, mask=bias.view(1, 1, 1, -1))
 
 
 def apply_appearance_reference(
@@ -140,10 +162,13 @@ def apply_appearance_reference(
     patched.set_additional_models(ADDITIONAL_MODELS_KEY, [appearance])
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ADDITIONAL_MODELS_KEY, runner)
     patched.set_model_attn1_patch(runner.reader)
-    if strength != 1.0:
-        scaled = ReferenceStrengthAttention(strength)
-        for kind, block_id, index in transformer_positions(require_unet(model, "model")):
-            patched.set_model_attn1_replace(scaled, kind, block_id, index)
+    # At strength 1 a self-attention another node already replaced keeps its replacement (which then sees the
+    # [own ; reference] keys, as ComfyUI's own attention would); other strengths need this one.
+    attention = ReferenceAttention(strength)
+    replaced = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+    for kind, block_id, index in transformer_positions(require_unet(model, "model")):
+        if strength != 1.0 or not ({(kind, block_id, index), (kind, block_id)} & replaced.keys()):
+            patched.set_model_attn1_replace(attention, kind, block_id, index)
     return patched
 
 

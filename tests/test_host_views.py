@@ -24,12 +24,12 @@ def golden():
     return load_file(FIXTURES / "golden_apply_v8.safetensors")
 
 
-def reference_model(tiny_dp3d, golden, model=None, size=LATENT):
+def reference_model(tiny_dp3d, golden, model=None, size=LATENT, strength=1.0):
     from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
 
     reference = torch.nn.functional.interpolate(golden["reference_image_noisy"][:1], size=(size, size))
     return apply_appearance_reference(
-        model or tiny_dp3d["unet"], tiny_dp3d["appearance"], ReferenceLatent(model_latent=reference)
+        model or tiny_dp3d["unet"], tiny_dp3d["appearance"], ReferenceLatent(model_latent=reference), strength=strength
     )
 
 
@@ -156,6 +156,60 @@ def test_stacks_with_lora_another_attention_patch_and_freeu(tiny_dp3d, golden):
     assert {call[0][0] for call in other.calls} == {"input", "middle", "output"}
     # the other patch runs after ours on cond rows: it sees own + reference keys (2 x tokens)
     assert any(keys == 2 * tokens for _, tokens, keys in other.calls)
+
+
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]])
+def test_uncond_rows_of_a_mixed_batch_attend_over_their_own_tokens_only(comfy_host, order):
+    """The bank reader gives uncond rows [own ; own] keys so that one batch holds both chunks. The attention
+    replacement attends them over the first half: the numbers of the duplicated keys and of plain
+    self-attention, for 3/4 of the batch's attention work (cond rows over 2T keys, uncond rows over T)."""
+    from comfy.ldm.modules.attention import optimized_attention
+
+    from diffportrait3d.kernels.flop_count import count_flops
+    from diffportrait3d.nodes.appearance_reference import ReferenceAttention
+
+    heads, tokens, channels, views = 2, 16, 32, 3
+    generator = torch.Generator().manual_seed(0)
+    q, k_own, v_own = (torch.randn(2 * views, tokens, channels, generator=generator) for _ in range(3))
+    k_ref, v_ref = (torch.randn(1, tokens, channels, generator=generator) for _ in range(2))
+    cond = slice(0, views) if order[0] == 0 else slice(views, 2 * views)
+    uncond = slice(views, 2 * views) if order[0] == 0 else slice(0, views)
+    k_second, v_second = k_own.clone(), v_own.clone()
+    k_second[cond], v_second[cond] = k_ref, v_ref
+    k, v = torch.cat([k_own, k_second], dim=1), torch.cat([v_own, v_second], dim=1)
+    options = {"n_heads": heads, "dim_head": channels // heads, "attn_precision": None, "cond_or_uncond": order}
+
+    out = ReferenceAttention()(q, k, v, options)
+    torch.testing.assert_close(out[cond], optimized_attention(q[cond], k[cond], v[cond], heads))
+    torch.testing.assert_close(out[uncond], optimized_attention(q[uncond], k_own[uncond], v_own[uncond], heads))
+    torch.testing.assert_close(out, optimized_attention(q, k, v, heads))  # what the duplicated keys give
+    assert 4 * count_flops(lambda: ReferenceAttention()(q, k, v, options)) == 3 * count_flops(
+        lambda: optimized_attention(q, k, v, heads)
+    )
+
+
+def another_nodes_attention(q, k, v, extra_options):
+    """Another node's attn1 replacement (plain attention)."""
+    from comfy.ldm.modules.attention import optimized_attention
+
+    return optimized_attention(q, k, v, extra_options["n_heads"])
+
+
+def test_reference_leaves_another_nodes_attention_replacement_in_place_at_strength_one(tiny_dp3d, golden):
+    from diffportrait3d.nodes.appearance_reference import ReferenceAttention
+    from diffportrait3d.nodes.unet_structure import transformer_positions
+
+    positions = list(transformer_positions(tiny_dp3d["unet"].model.diffusion_model))
+    taken = positions[0]
+    model = tiny_dp3d["unet"].clone()
+    model.set_model_attn1_replace(another_nodes_attention, *taken)
+    for strength in (1.0, 2.0):
+        patched = reference_model(tiny_dp3d, golden, model, strength=strength)
+        replaced = patched.model_options["transformer_options"]["patches_replace"]["attn1"]
+        assert set(replaced) == set(positions)
+        # strength 1 keeps the other node's attention; other strengths need the pack's everywhere
+        assert (replaced[taken] is another_nodes_attention) == (strength == 1.0)
+        assert all(isinstance(replaced[p], ReferenceAttention) for p in positions if p != taken)
 
 
 def test_patching_never_touches_the_incoming_model(tiny_dp3d, golden):
