@@ -223,8 +223,9 @@ def _add_bench(commands) -> None:
     )
     parser.add_argument(
         "--heap", action="store_true",
-        help="also the peak of the C heap's live bytes (host memory, glibc) in one more replay: what the tensors needed, without "
-        "allocator slack; with --cpu-matmul pytorch --dtype bf16 --cpu-compute bf16 it estimates an fp16 GPU's VRAM",
+        help="also the peak of the C heap's live bytes (host memory, glibc) in one more replay: what the tensors "
+        "needed, without allocator slack; with --cpu-matmul pytorch --dtype bf16 --cpu-compute bf16 it estimates an "
+        "fp16 GPU's VRAM",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.set_defaults(run=_run_bench)

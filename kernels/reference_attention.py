@@ -78,7 +78,8 @@ class ReferenceBankReader:
     When cond and uncond rows share one batch, the uncond rows get ``[own ; own]``: softmax over duplicated
     keys/values equals attention over the originals exactly, so they stay plain self-attention while all
     rows keep one token count (which needs reference tokens == own tokens, guaranteed by the caller). The
-    attention that follows (the pack's attn1 replace) attends them over the first half only.
+    pack's attn1 replacement then attends them over the first half only (a block another node replaced
+    attends over both halves, with the same result).
     """
 
     def __init__(self, bank_key: str):
