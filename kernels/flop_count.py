@@ -13,7 +13,7 @@ from collections.abc import Callable
 from math import prod
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 
 def onednn_linear_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
@@ -44,6 +44,11 @@ def cpu_op_flops() -> dict:
         except (AttributeError, RuntimeError):  # a build without the op cannot run it either
             continue
     return mapping
+
+
+def counted_ops() -> frozenset:
+    """The ops (``OpOverloadPacket``) whose work :func:`count_flops` counts: PyTorch's table and the CPU ops above."""
+    return frozenset(flop_registry) | frozenset(cpu_op_flops())
 
 
 def count_flops(call: Callable[[], object]) -> int:

@@ -7,7 +7,9 @@ own ControlNetApplyAdvanced node, the official guidance and the DDIM sampler, dr
 CFGGuider. Timing wrappers measure each network inside the steps; afterwards the same calls of the last
 step are repeated on their own, so the overhead over the bare networks is measured, not estimated.
 With ``flops`` those calls are also replayed once under a FLOP counter, which gives the work per step, the
-rate the step achieved, and a floor on its time: the work at this device's best single-product rate. With
+rate the step achieved, and a floor on its time: the work at this device's best single-product rate; and once
+more with each counted op (products, convolutions, attention) timed on its own, which splits the networks'
+time into those ops and everything else. With
 ``heap`` they are replayed once while the C heap's live bytes are sampled after every operation: the memory
 the tensors needed, without the allocator's slack that the peak RSS includes.
 """
@@ -37,6 +39,7 @@ from ..kernels.heap_usage import PeakHeap, heap_bytes_in_use, peak_heap
 from ..kernels.official_timings import official_step_timings
 from ..kernels.process_memory import peak_memory_bytes
 from ..kernels.product_rate import best_product_gflops
+from ..kernels.product_time import product_seconds
 from ..kernels.random_weights import fill_random_weights_
 from ..kernels.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
 from .appearance_reference import ReferenceLatent, apply_appearance_reference
@@ -296,6 +299,7 @@ class TimedDDIM:
         self.watch_heap = watch_heap
         self.alone: dict[str, float] = {}
         self.flops: dict[str, int] = {}
+        self.product_seconds: dict[str, float] = {}
         self.heap: dict[str, PeakHeap] = {}
 
     def __call__(self, model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.5):
@@ -309,6 +313,7 @@ class TimedDDIM:
                 self.alone[part] = sum(self.best_of(call) for call in calls)
                 if self.count_work:
                     self.flops[part] = sum(count_flops(call) for call in calls)
+                    self.product_seconds[part] = sum(product_seconds(call, self.timer.synchronize) for call in calls)
                 if self.watch_heap:
                     self.heap[part] = max((peak_heap(call) for call in calls), key=lambda watcher: watcher.peak_bytes)
         return samples
@@ -380,7 +385,8 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
         config, models, timer, sampler_function.alone, build_seconds, rss_after_build, device, load_before
     )
     if config.flops:
-        result.update(work_summary(sampler_function.flops, result, device, compute_dtype(config)))
+        result.update(work_summary(sampler_function.flops, sampler_function.product_seconds, result, device,
+                                   compute_dtype(config)))
     if config.heap:
         result.update(heap_summary(sampler_function.heap))
     return result
@@ -392,17 +398,25 @@ def compute_dtype(config: BenchConfig) -> torch.dtype:
     return setup[2] or WEIGHT_DTYPES[config.dtype]
 
 
-def work_summary(flops: dict[str, int], result: dict, device: torch.device, dtype: torch.dtype) -> dict:
+def work_summary(flops: dict[str, int], products: dict[str, float], result: dict, device: torch.device,
+                 dtype: torch.dtype) -> dict:
     """Work per step by network (``flops_per_step``, with ``total``), the rate the step achieved, the device's
-    best product rate in ``dtype`` and the floor it puts on a step (work / best rate); with an official
-    timing file that has the official step's work, the same floor as a fraction of the official step."""
+    best product rate in ``dtype`` and the floor it puts on a step (work / best rate). ``products``: seconds
+    per network inside the counted ops, timed one by one in a replay (``product_seconds_per_step``); their
+    rate, and the rest of the networks' time run alone (``outside_products_seconds_per_step``: element-wise
+    work, copies, normalisations). With an official timing file that has the official step's work, the floor
+    as a fraction of the official step."""
     total = sum(flops.values())
+    in_products = sum(products.values())
     best = best_product_gflops(device, dtype)
     summary = {
         "flops_per_step": {**flops, "total": total},
         "achieved_gflops": total / result["seconds_per_step"] / 1e9,
         "best_product_gflops": best,
         "floor_seconds_per_step": total / best / 1e9,
+        "product_seconds_per_step": {**products, "total": in_products},
+        "product_gflops": total / in_products / 1e9 if in_products else None,
+        "outside_products_seconds_per_step": result["sum_of_parts_alone"] - in_products,
     }
     official = result.get("official_cpu") or {}
     if official.get("flops_per_step_fp32") and dtype == torch.float32:
@@ -535,8 +549,16 @@ def format_work(result: dict) -> list[str]:
         f"  best single product here {result['best_product_gflops']:.0f} GFLOP/s ({result['compute_dtype']}): "
         f"floor {result['floor_seconds_per_step']:.3f} s per step (the work at that rate, nothing else)",
     ]
+    if result["product_gflops"] is not None:
+        lines.append(f"  networks alone, timed op by op: {result['product_seconds_per_step']['total']:.3f} s in products, "
+                     f"convolutions and attention ({result['product_gflops']:.0f} GFLOP/s), "
+                     f"{result['outside_products_seconds_per_step']:.3f} s outside them")
     if "work_vs_official" in result:
         official_work = result["official_cpu"]["flops_per_step_fp32"]
         lines.append(f"  official step {official_work / giga:.1f} GFLOP: ours is {result['work_vs_official']:.2f}x its "
                      f"work; the floor is {result['floor_vs_official_step']:.2f}x the official step's time")
+        if result["product_gflops"] is not None:
+            half = result["official_cpu"]["seconds_per_step_fp32"] / 2
+            lines.append(f"  half the official step, {half:.3f} s, less the time in those ops leaves "
+                         f"{half - result['product_seconds_per_step']['total']:.3f} s for everything else")
     return lines

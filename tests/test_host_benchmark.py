@@ -180,6 +180,13 @@ def test_bench_counts_the_work_of_a_step_and_the_floor_it_puts_on_the_time(comfy
         assert result["achieved_gflops"] == pytest.approx(flops["total"] / result["seconds_per_step"] / 1e9)
         assert result["floor_seconds_per_step"] == pytest.approx(flops["total"] / result["best_product_gflops"] / 1e9)
         assert result["floor_seconds_per_step"] < result["seconds_per_step"]
+        products = result["product_seconds_per_step"]
+        assert set(products) == set(flops)
+        assert all(products[part] > 0 for part in ("appearance_net", "pose_controlnet", "unet"))
+        assert products["total"] == pytest.approx(sum(products[part] for part in result["parts_alone"]))
+        assert result["product_gflops"] == pytest.approx(flops["total"] / products["total"] / 1e9)
+        assert result["outside_products_seconds_per_step"] == pytest.approx(
+            result["sum_of_parts_alone"] - products["total"])
         counts[cpu_matmul] = flops
 
     assert counts["pytorch"]["appearance_net"] == counts["onednn"]["appearance_net"]  # batch 1: nothing shared
@@ -223,6 +230,9 @@ def test_bench_sets_its_work_against_the_official_steps_work(comfy_host, capsys,
     report = format_report(result)
     assert f"work per step {result['flops_per_step']['total'] / 1e9:.1f} GFLOP" in report
     assert f"official step 4.0 GFLOP: ours is {result['work_vs_official']:.2f}x its work" in report
+    in_products = result["product_seconds_per_step"]["total"]
+    assert f"{in_products:.3f} s in products" in report
+    assert f"half the official step, 0.250 s, less the time in those ops leaves {0.25 - in_products:.3f} s" in report
 
 
 @pytest.mark.skipif(heap_bytes_in_use() is None, reason="no glibc mallinfo2 here: --heap needs Linux with glibc >= 2.33")
