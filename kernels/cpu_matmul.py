@@ -81,11 +81,13 @@ def _onednn_dtype(dtype: torch.dtype) -> bool:
 
 def computes_on_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
     """True when ``linear(x, weight, bias)`` takes the oneDNN path: plain CPU tensors all float32 (or all bf16
-    on a CPU with native bf16), a contiguous 2-D weight, at least one row, and no autograd graph to record
-    (the op has no backward)."""
+    on a CPU with native bf16), a contiguous 2-D weight, at least one row, no autograd graph to record (the op
+    has no backward), and no ``torch.compile`` tracing the call: PyTorch's compiler lowers this op only for
+    weights it has frozen as constants, and makes its own CPU products from ``F.linear``."""
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     return (
         not needs_grad
+        and not torch.compiler.is_compiling()
         and x.dim() >= 2
         and x.numel() > 0
         and weight.dim() == 2
@@ -128,7 +130,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     most ``small_conv_max_positions(dtype)`` positions are computed as an im2col product on oneDNN."""
     stride2, padding2, dilation2 = _pair(stride), _pair(padding), _pair(dilation)
     if (
-        x.dim() != 4
+        torch.compiler.is_compiling()  # see computes_on_onednn; also keeps the CPU probes out of a traced graph
+        or x.dim() != 4
         or weight.dim() != 4
         or groups != 1
         or dilation2 != (1, 1)

@@ -98,6 +98,7 @@ def _casts_plainly(layer, input: torch.Tensor) -> bool:
         and input.device.type == "cpu"
         and input.dtype.is_floating_point
         and all(cpu_matmul.plain_cpu_tensor(t) for t in (layer.weight, layer.bias))
+        and not torch.compiler.is_compiling()  # the shared cast buffer is not for a traced graph
     )
 
 

@@ -3,6 +3,8 @@ are really taken, and every case they do not cover is PyTorch's own result."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -136,3 +138,25 @@ def test_other_convolutions_are_pytorch_exactly(size, groups, dilation, padding)
     expected = F.conv2d(x, weight, bias, 1, padding, dilation, groups)
     assert torch.equal(cpu_matmul.conv2d(x, weight, bias, 1, padding, dilation, groups), expected)
     assert ONEDNN_LINEAR_OP not in ops_run(lambda: cpu_matmul.conv2d(x, weight, bias, 1, padding, dilation, groups))
+
+
+@requires_onednn
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="PyTorch's compiler (inductor) needs a C++ compiler on a CPU")
+def test_layers_under_torch_compile_leave_the_products_to_the_compiler():
+    """ComfyUI's TorchCompileModel node compiles the UNet with inductor, which lowers oneDNN's linear op only for
+    weights it froze as constants (it failed with a LoweringException on the pack's layers). Traced, the layers
+    hand their products to PyTorch's ``F.linear``/``F.conv2d``, which the compiler makes its own products of."""
+    x, weight, bias = randn(2, 5, 32), randn(24, 32, seed=1), randn(24, seed=2)
+    image, kernel = randn(2, 8, 2, 2, seed=3), randn(6, 8, 3, 3, seed=4)  # a 2x2 output: the im2col path eagerly
+
+    def layers(x, image):
+        return cpu_matmul.linear(x, weight, bias), cpu_matmul.conv2d(image, kernel, padding=1)
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        compiled = torch.compile(layers, backend="inductor", fullgraph=True)(x, image)
+        eager = layers(x, image)
+    assert ONEDNN_LINEAR_OP in ops_run(lambda: layers(x, image))  # eagerly the oneDNN path is still taken
+    for result, expected in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)

@@ -3,6 +3,8 @@ compute what ComfyUI's own layers compute, and ComfyUI's on-the-fly weight patch
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from loaded_networks import loaded_networks
@@ -194,6 +196,42 @@ def test_bf16_stored_convolutions_cast_into_the_shared_buffer(comfy_host, size, 
     assert cpu_operations._CAST_SCRATCH.buffer_bytes() == 8 * 16 * 9 * 4
     assert blocked.shape == expected.shape and blocked.is_contiguous()
     torch.testing.assert_close(blocked, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="PyTorch's compiler (inductor) needs a C++ compiler on a CPU")
+@pytest.mark.parametrize("storage", [torch.float32, torch.bfloat16])
+def test_layers_compiled_by_torch_compile_compute_what_comfyuis_compute(comfy_host, storage, monkeypatch):
+    """ComfyUI's TorchCompileModel compiles the UNet with inductor. Traced, the pack's layers are ComfyUI's: no
+    oneDNN op (inductor cannot lower it for weights it has not frozen) and no shared cast buffer."""
+    import comfy.ops
+
+    from diffportrait3d.kernels.cast_scratch import CastScratch
+    from diffportrait3d.nodes import cpu_operations
+
+    monkeypatch.setattr(cpu_operations, "_CAST_SCRATCH", CastScratch())
+    base = comfy.ops.manual_cast if storage == torch.bfloat16 else comfy.ops.disable_weight_init
+    generator = torch.Generator().manual_seed(9)
+    layers = {}
+    for name, operations in ("comfy", base), ("pack", cpu_operations.with_cpu_matmul(base)):
+        linear = operations.Linear(16, 24, dtype=storage)
+        conv = operations.Conv2d(24, 8, 3, padding=1, dtype=storage)  # 2x2 images: the im2col path eagerly
+        layers[name] = torch.nn.ModuleDict({"linear": linear, "conv": conv})
+    weights = {key: torch.randn(value.shape, generator=generator).to(storage)
+               for key, value in layers["comfy"].state_dict().items()}
+    for network in layers.values():
+        network.load_state_dict(weights)
+    x = torch.randn(2, 4, 16, generator=generator)
+
+    def run(network):
+        return network["conv"](network["linear"](x).transpose(1, 2).reshape(2, 24, 2, 2))
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        expected = run(layers["comfy"])
+        compiled = torch.compile(run, backend="inductor", fullgraph=True)(layers["pack"])
+    assert cpu_operations._CAST_SCRATCH.buffer_bytes() == 0
+    torch.testing.assert_close(compiled, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_output_channel_blocks_cover_the_channels_in_near_equal_blocks(comfy_host):
