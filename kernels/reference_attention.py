@@ -85,6 +85,9 @@ class ReferenceBankReader:
     def __init__(self, bank_key: str):
         self.bank_key = bank_key
 
+    # Never traced: it branches on the transformer options (bank, chunks), and ComfyUI's TorchCompileModel
+    # drops torch.compile's guards on those, so a compiled graph would keep its first call's branch.
+    @torch.compiler.disable
     def __call__(self, n, context, value, extra_options):
         bank = extra_options.get(self.bank_key)
         entry = bank.entries.get(block_key(extra_options)) if bank is not None and bank.active else None

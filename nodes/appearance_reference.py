@@ -82,6 +82,7 @@ class AppearanceReference:
         sigma = float(sigmas.max())
         return self.sigma_end <= sigma <= self.sigma_start
 
+    @torch.compiler.disable  # branches on the transformer options: see ReferenceBankReader.__call__
     def fill_bank(self, bank: ReferenceBank, x, timesteps, context, transformer_options) -> None:
         rows = conditional_rows(transformer_options, x.shape[0]).to(x.device)
         n_cond = int(rows.sum())
@@ -124,6 +125,7 @@ class ReferenceAttention:
     def __init__(self, strength: float = 1.0):
         self.strength = strength
 
+    @torch.compiler.disable  # branches on the transformer options: see ReferenceBankReader.__call__
     def __call__(self, q, k, v, extra_options):
         own = q.shape[1]
         if k.shape[1] == own:

@@ -129,6 +129,10 @@ class CrossViewRunner:
         self.settings = settings
         self.middle_cond, self.middle_uncond = MIDDLE_POLICIES[settings.middle]
 
+    # Never traced: it branches on the transformer options (chunks, block), and ComfyUI's TorchCompileModel
+    # drops torch.compile's guards on those, so a compiled graph would keep its first call's branch (the
+    # middle module's policy applied everywhere).
+    @torch.compiler.disable
     def __call__(self, layer, x, emb, context, transformer_options, *args, **kwargs):
         chunks = transformer_options.get("cond_or_uncond") or [0]
         rows = x.shape[0] // len(chunks)
