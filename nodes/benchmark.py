@@ -9,9 +9,9 @@ step are repeated on their own, so the overhead over the bare networks is measur
 With ``flops`` those calls are also replayed once under a FLOP counter, which gives the work per step, the
 rate the step achieved, and a floor on its time: the work at this device's best single-product rate; and once
 more with each counted op (products, convolutions, attention) timed on its own, which splits the networks'
-time into those ops and everything else. With
-``heap`` they are replayed once while the C heap's live bytes are sampled after every operation: the memory
-the tensors needed, without the allocator's slack that the peak RSS includes.
+time into those ops and everything else. With ``heap`` they are replayed once while the C heap's live bytes
+are sampled after every operation: the memory the tensors needed, without the allocator's slack that the peak
+RSS includes.
 """
 
 from __future__ import annotations
