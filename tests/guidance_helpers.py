@@ -1,6 +1,12 @@
 """Helpers shared by host tests that drive one guided step through ComfyUI's own CFGGuider."""
 
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+VIEWS, SIZE = 8, 8
 
 
 class RecordChunks:
@@ -43,3 +49,25 @@ def assert_equal_up_to_batch_shape_rounding(batched: torch.Tensor, apart: torch.
     output scale (PyTorch's MKL products: 1e-6), while mixing up cond and uncond rows changes the output by a
     large fraction of it."""
     assert (batched - apart).abs().max() <= 1e-4 * batched.abs().max()
+
+
+def official_views_setup(tiny_dp3d):
+    """(model with appearance reference and cross-view modules, positive and negative with the pose
+    ControlNet under the official guidance, noise) for VIEWS views of SIZE x SIZE latents, one text."""
+    from nodes import ControlNetApplyAdvanced
+
+    from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
+    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
+    from diffportrait3d.nodes.sampler import official_guidance
+
+    golden = load_file(FIXTURES / "golden_apply_v8.safetensors")
+    reference = torch.nn.functional.interpolate(golden["reference_image_noisy"][:1], size=(SIZE, SIZE))
+    model = apply_appearance_reference(tiny_dp3d["unet"], tiny_dp3d["appearance"], ReferenceLatent(model_latent=reference))
+    model = apply_cross_view(model, tiny_dp3d["cross_view"], CrossViewSettings())
+    text = [[golden["c_crossattn_0"][:1], {}]]
+    hints = torch.rand(VIEWS, SIZE * 8, SIZE * 8, 3, generator=torch.Generator().manual_seed(4))
+    positive, negative = official_guidance(
+        *ControlNetApplyAdvanced().apply_controlnet(text, text, tiny_dp3d["pose"], hints, 1.0, 0.0, 1.0)
+    )
+    noise = torch.randn(VIEWS, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    return model, positive, negative, noise

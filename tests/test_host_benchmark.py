@@ -4,15 +4,18 @@ UNet call with the pose ControlNet on conditional rows only, and give the number
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from guidance_helpers import (
+    FIXTURES,
+    SIZE,
+    VIEWS,
     RecordChunks,
     SeparateCondCalls,
     assert_equal_up_to_batch_shape_rounding,
     guided_step,
+    official_views_setup,
 )
 from safetensors.torch import load_file
 
@@ -20,34 +23,6 @@ from diffportrait3d.kernels.cpu_matmul import native_bf16_cpu
 from diffportrait3d.kernels.heap_usage import heap_bytes_in_use
 
 pytestmark = pytest.mark.host
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-VIEWS, SIZE = 8, 8
-
-
-def official_views_setup(tiny_dp3d):
-    """(model with appearance reference and cross-view modules, positive and negative with the pose
-    ControlNet under the official guidance, noise) for VIEWS views of SIZE x SIZE latents, one text."""
-    from nodes import ControlNetApplyAdvanced
-
-    from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
-    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
-    from diffportrait3d.nodes.sampler import official_guidance
-
-    golden = load_file(FIXTURES / "golden_apply_v8.safetensors")
-    reference = torch.nn.functional.interpolate(golden["reference_image_noisy"][:1], size=(SIZE, SIZE))
-    model = apply_appearance_reference(tiny_dp3d["unet"], tiny_dp3d["appearance"], ReferenceLatent(model_latent=reference))
-    model = apply_cross_view(model, tiny_dp3d["cross_view"], CrossViewSettings())
-    text = [[golden["c_crossattn_0"][:1], {}]]
-    hints = torch.rand(VIEWS, SIZE * 8, SIZE * 8, 3, generator=torch.Generator().manual_seed(4))
-    positive, negative = official_guidance(
-        *ControlNetApplyAdvanced().apply_controlnet(text, text, tiny_dp3d["pose"], hints, 1.0, 0.0, 1.0)
-    )
-    noise = torch.randn(VIEWS, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
-    return model, positive, negative, noise
-
 
 def test_pose_controlnet_batched_on_conditional_rows_equals_separate_calls(tiny_dp3d):
     import comfy.patcher_extension as ext

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from guidance_helpers import SeparateCondCalls, assert_equal_up_to_batch_shape_rounding, guided_step
-from test_host_benchmark import official_views_setup
+from guidance_helpers import (
+    SeparateCondCalls,
+    assert_equal_up_to_batch_shape_rounding,
+    guided_step,
+    official_views_setup,
+)
 
 pytestmark = pytest.mark.host
 
