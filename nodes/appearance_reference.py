@@ -15,17 +15,17 @@ import torch
 from comfy.ldm.modules.attention import BasicTransformerBlock, optimized_attention, optimized_attention_masked
 from comfy_api.latest import io
 
-from ..kernels.broadcast_rows import all_rows_equal
-from ..kernels.reference_attention import (
+from ..kernels.model.reference_attention import (
     BankFull,
     ReferenceBank,
     ReferenceBankReader,
     ReferenceBankWriter,
+    all_rows_equal,
     chunk_rows,
     conditional_rows,
     reference_logit_bias,
 )
-from ..kernels.reference_image import fit_to_size, to_rgb
+from ..kernels.model.reference_image import fit_to_size, to_rgb
 from .io_types import AppearanceNet
 from .unet_structure import require_same_transformers, require_unet, transformer_positions
 

@@ -9,7 +9,6 @@ when it unloads it, so the incoming MODEL and every other clone stay untouched.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 
 import comfy.model_management
@@ -19,16 +18,12 @@ import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy_api.latest import io
 
-from ..kernels.broadcast_rows import broadcast_equal_rows
-from ..kernels.cross_view_attention import CrossViewModule, CrossViewModuleSet
-from ..kernels.view_windows import WINDOW_MODES, plan_view_windows, stacked_windows
-from .cpu_operations import CPU_SLICE_TOKENS, slices_on_cpu
+from ..kernels.model.cross_view_attention import CrossViewModule, CrossViewModuleSet
+from ..kernels.model.view_windows import WINDOW_MODES, plan_view_windows, stacked_windows
 from .io_types import CrossViewModules
-from .model_loading import inference_setup, load_converted, managed, require_fit
 from .unet_structure import block_channels, has_upsampler, require_unet, unet_blocks
 
 ADDITIONAL_MODELS_KEY = "dp3d_cross_view"
-SHARED_CONTEXT_KEY = "dp3d_shared_text_context"
 MIDDLE_POLICIES = {
     "official (uncond only)": (False, True),
     "both branches": (True, True),
@@ -49,31 +44,6 @@ class CrossViewSettings:
 
     def windows(self, n_views: int):
         return plan_view_windows(self.window_mode, n_views, self.window_size, self.window_stride, self.blend)
-
-
-def build_cross_view_modules(architecture: dict, placements: list[dict], setup) -> CrossViewModuleSet:
-    """The cross-view module set of a recorded UNet architecture and placement (weights not loaded)."""
-    _, dtype, _, operations = setup
-    motion = architecture["unet_additional_kwargs"]["motion_module_kwargs"]
-    modules = CrossViewModuleSet(
-        placements,
-        heads=motion["num_attention_heads"],
-        max_len=motion.get("temporal_position_encoding_max_len", 32),
-        operations=operations,
-        dtype=dtype,
-        device=comfy.model_management.unet_offload_device(),
-    )
-    return modules.slice_on_cpu_(CPU_SLICE_TOKENS if slices_on_cpu(operations) else None).eval()
-
-
-def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.model_patcher.ModelPatcher:
-    """The cross-view module set of a converted file, in a ModelPatcher managed by ComfyUI."""
-    state_dict, architecture, metadata = load_converted(path, "cross_view", input_name)
-    setup = inference_setup(state_dict)
-    modules = build_cross_view_modules(architecture, json.loads(metadata["dp3d.placement"]), setup)
-    missing, unexpected = modules.load_state_dict(state_dict, strict=False)
-    require_fit(missing, unexpected, input_name, path, "placement")
-    return managed(modules, setup[0])
 
 
 def placement_rule(unet) -> list[tuple[str, int, int, int, object]]:
@@ -159,18 +129,6 @@ def check_fits(model, modules: comfy.model_patcher.ModelPatcher) -> None:
         )
 
 
-class SharedTextContext:
-    """DIFFUSION_MODEL wrapper: when every row of a UNet call has the same text context (the views of one
-    portrait, and the official guidance gives cond and uncond the same text), the UNet gets it as one row
-    broadcast to all (``broadcast_equal_rows``), so the pack's CPU layers project each cross-attention's keys
-    and values once instead of once per row. Same numbers; other contexts pass unchanged."""
-
-    def __call__(self, executor, x, timesteps, context, *args, **kwargs):
-        if isinstance(context, torch.Tensor):
-            context = broadcast_equal_rows(context)
-        return executor(x, timesteps, context, *args, **kwargs)
-
-
 def apply_cross_view(model, modules: comfy.model_patcher.ModelPatcher, settings: CrossViewSettings):
     """A clone of ``model`` with cross-view attention; ComfyUI loads/offloads the modules with it."""
     check_fits(model, modules)
@@ -182,7 +140,6 @@ def apply_cross_view(model, modules: comfy.model_patcher.ModelPatcher, settings:
         ADDITIONAL_MODELS_KEY, [comfy.patcher_extension.PatcherInjection(injection.inject, injection.eject)]
     )
     patched.set_model_patch((CrossViewModule, CrossViewRunner(settings)), "forward_timestep_embed_patch")
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, SHARED_CONTEXT_KEY, SharedTextContext())
     return patched
 
 

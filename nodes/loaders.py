@@ -9,12 +9,12 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from ..kernels.checkpoint_components import COMPONENT_FILES
-from .cross_view import load_cross_view_modules
+from ..kernels.checkpoint.components import COMPONENT_FILES
 from .io_types import AppearanceNet, CrossViewModules
 from .model_loading import (
     MODEL_FOLDER,
     load_appearance_net,
+    load_cross_view_modules,
     load_dp3d_unet,
     load_dp3d_vae,
     load_pose_controlnet,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import comfy.cldm.cldm
 import comfy.controlnet
+import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
 import comfy.ops
@@ -21,10 +23,13 @@ import folder_paths
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from ..kernels.checkpoint_components import COMPONENT_FILES
-from ..kernels.image_range import to_signed_unit_range
-from ..kernels.unet_architecture import comfy_unet_kwargs
-from .cpu_operations import cpu_compute_dtype, pack_operations, use_cpu_feed_forwards_
+from ..kernels.checkpoint.components import COMPONENT_FILES
+from ..kernels.model.cross_view_attention import CrossViewModuleSet
+from ..kernels.model.image_range import to_signed_unit_range
+from ..kernels.model.unet_architecture import comfy_unet_kwargs
+from .cpu.operations import cpu_compute_dtype, pack_operations
+from .cpu.shared_text import SharedTextControlNet, share_text_context_
+from .cpu.swaps import has_cpu_layers, use_cpu_modules_
 
 MODEL_FOLDER = "diffportrait3d"
 
@@ -71,8 +76,20 @@ def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str
     return state_dict, json.loads(metadata["dp3d.architecture"]), metadata
 
 
-def inference_setup(state_dict: dict[str, torch.Tensor]):
-    """(load device, weight dtype, manual-cast dtype, operations) chosen the way ComfyUI chooses them."""
+@dataclass(frozen=True)
+class NetworkSetup:
+    """How a network is built and run, chosen the way ComfyUI chooses for its own models: the device it runs on,
+    the dtype its weights are stored in, the dtype ComfyUI casts them to for computing (None: the storage
+    dtype) and the layer classes ("operations") it is built with."""
+
+    load_device: torch.device
+    dtype: torch.dtype
+    manual_cast_dtype: torch.dtype | None
+    operations: type
+
+
+def inference_setup(state_dict: dict[str, torch.Tensor]) -> NetworkSetup:
+    """The setup for a network with these weights."""
     return inference_setup_for(comfy.utils.weight_dtype(state_dict))
 
 
@@ -81,12 +98,12 @@ def inference_setup_for(
     storage_dtype: torch.dtype | None = None,
     cpu_matmul: str | None = None,
     cpu_compute: str | None = None,
-):
+) -> NetworkSetup:
     """``inference_setup`` for weights of ``weight_dtype``. ``storage_dtype`` forces the dtype the weights are
     kept in (as ComfyUI's ``--bf16-unet``/``--fp16-unet`` do); ComfyUI then picks the manual-cast (compute)
-    dtype for the device, e.g. bf16 weights computed in float32 on a CPU. The operations are ComfyUI's,
-    with float32 CPU products on oneDNN unless ``cpu_matmul`` (default: ``$DIFFPORTRAIT3D_CPU_MATMUL``) is
-    ``pytorch`` (``nodes/cpu_operations.py``). On a CPU, ``cpu_compute`` ``bf16`` (default:
+    dtype for the device, e.g. bf16 weights computed in float32 on a CPU. The operations are ComfyUI's; on a
+    CPU, the pack's CPU layers (``nodes/cpu``) unless ``cpu_matmul`` (default: ``$DIFFPORTRAIT3D_CPU_MATMUL``)
+    is ``pytorch``. On a CPU, ``cpu_compute`` ``bf16`` (default:
     ``$DIFFPORTRAIT3D_CPU_COMPUTE``) stores and computes in bf16 instead, overriding ``storage_dtype``."""
     load_device = comfy.model_management.get_torch_device()
     cpu_dtype = cpu_compute_dtype(cpu_compute) if comfy.model_management.is_device_cpu(load_device) else None
@@ -97,8 +114,20 @@ def inference_setup_for(
             model_params=-1, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32], weight_dtype=weight_dtype
         )
         manual_cast_dtype = comfy.model_management.unet_manual_cast(dtype, load_device)
-    operations = pack_operations(comfy.ops.pick_operations(dtype, manual_cast_dtype), cpu_matmul)
-    return load_device, dtype, manual_cast_dtype, operations
+    operations = comfy.ops.pick_operations(dtype, manual_cast_dtype)
+    if comfy.model_management.is_device_cpu(load_device):
+        operations = pack_operations(operations, cpu_matmul)
+    return NetworkSetup(load_device, dtype, manual_cast_dtype, operations)
+
+
+def model_patcher(network: torch.nn.Module, setup: NetworkSetup) -> comfy.model_patcher.ModelPatcher:
+    """``network`` in a ModelPatcher, so ComfyUI's model management loads and offloads it."""
+    patcher = comfy.model_patcher.ModelPatcher(
+        network, load_device=setup.load_device, offload_device=comfy.model_management.unet_offload_device()
+    )
+    if isinstance(network, comfy.model_base.BaseModel) and has_cpu_layers(setup.operations):
+        share_text_context_(patcher)
+    return patcher
 
 
 def require_fit(missing, unexpected, input_name: str, path: str, what: str = "architecture") -> None:
@@ -109,24 +138,24 @@ def require_fit(missing, unexpected, input_name: str, path: str, what: str = "ar
         )
 
 
-def build_pose_controlnet(architecture: dict, setup) -> comfy.controlnet.ControlNet:
+def build_pose_controlnet(architecture: dict, setup: NetworkSetup) -> comfy.controlnet.ControlNet:
     """ComfyUI's own ControlNet object for a pose ControlNet of this recorded architecture (weights not
     loaded), with the hint rescaled to [-1, 1] as the official model expects."""
-    load_device, dtype, manual_cast_dtype, operations = setup
     kwargs = comfy_unet_kwargs(architecture)
     kwargs.pop("out_channels")
     network = comfy.cldm.cldm.ControlNet(
         hint_channels=architecture.get("hint_channels", 3),
-        operations=operations,
-        dtype=dtype,
+        operations=setup.operations,
+        dtype=setup.dtype,
         device=comfy.model_management.unet_offload_device(),
         **kwargs,
     )
-    use_cpu_feed_forwards_(network, operations)
-    return comfy.controlnet.ControlNet(
+    use_cpu_modules_(network, setup.operations)
+    control_class = SharedTextControlNet if has_cpu_layers(setup.operations) else comfy.controlnet.ControlNet
+    return control_class(
         network,
-        load_device=load_device,
-        manual_cast_dtype=manual_cast_dtype,
+        load_device=setup.load_device,
+        manual_cast_dtype=setup.manual_cast_dtype,
         preprocess_image=to_signed_unit_range,
     )
 
@@ -141,23 +170,16 @@ def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comf
     return control
 
 
-def managed(module: torch.nn.Module, load_device) -> comfy.model_patcher.ModelPatcher:
-    return comfy.model_patcher.ModelPatcher(
-        module, load_device=load_device, offload_device=comfy.model_management.unet_offload_device()
-    )
-
-
-def build_appearance_net(architecture: dict, setup) -> UNetModel:
+def build_appearance_net(architecture: dict, setup: NetworkSetup) -> UNetModel:
     """The appearance reference net of this recorded architecture as a ComfyUI UNet (weights not loaded),
     without the ``out`` layer: nothing after its last bank write is ever used."""
-    _, dtype, _, operations = setup
     network = UNetModel(
-        operations=operations, dtype=dtype, device=comfy.model_management.unet_offload_device(),
+        operations=setup.operations, dtype=setup.dtype, device=comfy.model_management.unet_offload_device(),
         **comfy_unet_kwargs(architecture),
     )
     network.out = torch.nn.Identity()
     network.architecture = architecture
-    return use_cpu_feed_forwards_(network, operations).eval()
+    return use_cpu_modules_(network, setup.operations).eval()
 
 
 def load_appearance_net(path: str, input_name: str = "appearance_net") -> comfy.model_patcher.ModelPatcher:
@@ -168,7 +190,7 @@ def load_appearance_net(path: str, input_name: str = "appearance_net") -> comfy.
     network = build_appearance_net(architecture, setup)
     missing, unexpected = network.load_state_dict(state_dict, strict=False)
     require_fit(missing, unexpected, input_name, path)
-    return managed(network, setup[0])
+    return model_patcher(network, setup)
 
 
 class RecordedSD15(comfy.supported_models.SD15):
@@ -178,15 +200,14 @@ class RecordedSD15(comfy.supported_models.SD15):
     unet_extra_config = {}
 
 
-def build_dp3d_unet(architecture: dict, setup):
+def build_dp3d_unet(architecture: dict, setup: NetworkSetup):
     """An SD1.5-family ComfyUI ``BaseModel`` whose UNet has this recorded architecture (weights not loaded)."""
-    _, dtype, manual_cast_dtype, operations = setup
     kwargs = comfy_unet_kwargs(architecture)
     config = RecordedSD15({k: v for k, v in kwargs.items() if k != "use_checkpoint"})
-    config.set_inference_dtype(dtype, manual_cast_dtype)
-    config.custom_operations = operations
+    config.set_inference_dtype(setup.dtype, setup.manual_cast_dtype)
+    config.custom_operations = setup.operations
     model = config.get_model({}, "")
-    use_cpu_feed_forwards_(model.diffusion_model, operations)
+    use_cpu_modules_(model.diffusion_model, setup.operations)
     return model
 
 
@@ -197,7 +218,7 @@ def load_dp3d_unet(path: str, input_name: str = "unet") -> comfy.model_patcher.M
     setup = inference_setup(state_dict)
     model = build_dp3d_unet(architecture, setup)
     model.load_model_weights(state_dict, "")
-    return managed(model, setup[0])
+    return model_patcher(model, setup)
 
 
 def load_dp3d_vae(path: str, input_name: str = "vae") -> comfy.sd.VAE:
@@ -206,3 +227,27 @@ def load_dp3d_vae(path: str, input_name: str = "vae") -> comfy.sd.VAE:
     state_dict, architecture, _ = load_converted(path, "vae", input_name)
     params = {"ddconfig": architecture["ddconfig"], "embed_dim": architecture["embed_dim"]}
     return comfy.sd.VAE(sd=state_dict, config={"params": params})
+
+
+def build_cross_view_modules(architecture: dict, placements: list[dict], setup: NetworkSetup) -> CrossViewModuleSet:
+    """The cross-view module set of a recorded UNet architecture and placement (weights not loaded)."""
+    motion = architecture["unet_additional_kwargs"]["motion_module_kwargs"]
+    modules = CrossViewModuleSet(
+        placements,
+        heads=motion["num_attention_heads"],
+        max_len=motion.get("temporal_position_encoding_max_len", 32),
+        operations=setup.operations,
+        dtype=setup.dtype,
+        device=comfy.model_management.unet_offload_device(),
+    )
+    return use_cpu_modules_(modules, setup.operations).eval()
+
+
+def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.model_patcher.ModelPatcher:
+    """The cross-view module set of a converted file, in a ModelPatcher managed by ComfyUI."""
+    state_dict, architecture, metadata = load_converted(path, "cross_view", input_name)
+    setup = inference_setup(state_dict)
+    modules = build_cross_view_modules(architecture, json.loads(metadata["dp3d.placement"]), setup)
+    missing, unexpected = modules.load_state_dict(state_dict, strict=False)
+    require_fit(missing, unexpected, input_name, path, "placement")
+    return model_patcher(modules, setup)

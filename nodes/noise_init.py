@@ -8,10 +8,10 @@ import comfy.sample
 import torch
 from comfy_api.latest import io
 
-from ..kernels import noise_priors
-from ..kernels.gaussian_blur import gaussian_blur
-from ..kernels.start_latent import OFFICIAL_START_TIMESTEP, noise_for_state, official_start_state
-from ..kernels.view_noise import view_noise
+from ..kernels.noise import priors as noise_priors
+from ..kernels.noise.gaussian_blur import gaussian_blur
+from ..kernels.noise.start_latent import OFFICIAL_START_TIMESTEP, noise_for_state, official_start_state
+from ..kernels.noise.view_noise import view_noise
 from .poses import Cameras, check_cameras
 from .sampler import official_sigmas
 

@@ -9,8 +9,9 @@ import re
 import torch
 from comfy_api.latest import io, ui
 
-from ..kernels.camera import EG3D_FOCAL, EG3D_RADIUS, PIVOTS, CameraSet, frontal_camera_like
-from ..kernels.camera_paths import (
+from ..kernels.image_grid import image_grid
+from ..kernels.poses.camera import EG3D_FOCAL, EG3D_RADIUS, PIVOTS, CameraSet, frontal_camera_like
+from ..kernels.poses.camera_paths import (
     INTERPOLATIONS,
     OFFICIAL_ORBIT_A,
     OFFICIAL_ORBIT_B,
@@ -18,24 +19,23 @@ from ..kernels.camera_paths import (
     camera_path,
     parse_keyframes,
 )
-from ..kernels.depth_mesh import depth_relief_mesh
-from ..kernels.driving_frames import (
+from ..kernels.poses.depth_mesh import depth_relief_mesh
+from ..kernels.poses.driving_frames import (
     assign_frames,
     estimate_foreground,
     linear_sweep_angles,
     official_head_box,
     reframe,
 )
-from ..kernels.head_template import (
+from ..kernels.poses.head_template import (
     DEFAULT_EYE_HEIGHT,
     WORLD_UNITS_PER_CM,
     HeadLook,
     head_radius_cm,
     render_template_head,
 )
-from ..kernels.image_grid import image_grid
-from ..kernels.mesh_render import render_mesh_views
-from ..kernels.obj_mesh import fit_to_head_frame, load_obj
+from ..kernels.poses.mesh_render import render_mesh_views
+from ..kernels.poses.obj_mesh import fit_to_head_frame, load_obj
 
 Cameras = io.Custom("DP3D_CAMERAS")
 CATEGORY = "DiffPortrait3D/poses"

@@ -13,9 +13,8 @@ from comfy.k_diffusion.sampling import default_noise_sampler
 from comfy_api.latest import io
 from tqdm.auto import tqdm
 
-from ..kernels.broadcast_rows import broadcast_equal_rows
-from ..kernels.ddim_sampling import official_ddim_timesteps, sample_ddim
-from ..kernels.reference_attention import conditional_rows
+from ..kernels.model.ddim_sampling import official_ddim_timesteps, sample_ddim
+from ..kernels.model.reference_attention import conditional_rows
 from .cross_view import apply_cross_view, settings_from_inputs, window_inputs
 from .io_types import CrossViewModules
 
@@ -55,7 +54,7 @@ def official_sigmas(model, steps: int) -> torch.Tensor:
     'ddim_uniform' scheduler for SD1.5's 1000-step schedule."""
     sampling = model.get_model_object("model_sampling")
     timesteps = torch.tensor(official_ddim_timesteps(steps, len(sampling.sigmas)), dtype=torch.float32)
-    return torch.cat([sampling.sigma(timesteps).float().cpu(), torch.zeros(1)])
+    return torch.cat([sampling.sigma(timesteps).float().to(timesteps.device), torch.zeros(1)])
 
 
 class ConditionalRowsControl:
@@ -73,19 +72,10 @@ class ConditionalRowsControl:
             raise AttributeError(name)
         return getattr(self.control, name)
 
-    def _compute_dtype(self) -> torch.dtype | None:
-        """The dtype ComfyUI's ControlNet computes in (its manual-cast dtype, else its network's); None when
-        the wrapped object does not say."""
-        dtype = getattr(self.control, "manual_cast_dtype", None) or getattr(
-            getattr(self.control, "control_model", None), "dtype", None
-        )
-        return dtype if isinstance(dtype, torch.dtype) else None
-
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
         rows = conditional_rows(transformer_options, x_noisy.shape[0]).to(x_noisy.device)
         if bool(rows.all()):
-            shared = _shared_text(cond, self._compute_dtype())
-            return self.control.get_control(x_noisy, t, shared, batched_number, transformer_options)
+            return self.control.get_control(x_noisy, t, cond, batched_number, transformer_options)
         if not bool(rows.any()):
             return None
         batch = x_noisy.shape[0]
@@ -94,25 +84,13 @@ class ConditionalRowsControl:
             for key, value in cond.items()
         }
         chunks = transformer_options["cond_or_uncond"].count(0)
-        shared = _shared_text(cond_rows, self._compute_dtype())
-        control = self.control.get_control(x_noisy[rows], t[rows], shared, chunks, transformer_options)
+        control = self.control.get_control(x_noisy[rows], t[rows], cond_rows, chunks, transformer_options)
         if control is None:
             return None
         return {
             kind: [None if residual is None else _scatter_rows(residual, rows) for residual in residuals]
             for kind, residuals in control.items()
         }
-
-
-def _shared_text(cond: dict, dtype: torch.dtype | None = None) -> dict:
-    """``cond`` with its text context held once when all rows share it (``broadcast_equal_rows``): the
-    ControlNet then projects its cross-attention keys and values once, not once per view. ComfyUI casts the
-    context to the ControlNet's compute ``dtype``, and a cast copy would hold every row again, so when that
-    dtype is known the context is cast first (the same values the ControlNet would compute with)."""
-    context = cond.get("c_crossattn")
-    if not isinstance(context, torch.Tensor):
-        return cond
-    return {**cond, "c_crossattn": broadcast_equal_rows(context if dtype is None else context.to(dtype))}
 
 
 def _scatter_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel, Upsample
 
-from ..kernels.reference_attention import BlockKey
+from ..kernels.model.reference_attention import BlockKey
 
 
 def unet_blocks(unet: UNetModel):

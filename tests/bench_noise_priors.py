@@ -32,12 +32,12 @@ def _import_this_checkout() -> None:
 
 _import_this_checkout()
 
-from diffportrait3d.kernels import head_template as head  # noqa: E402
-from diffportrait3d.kernels import noise_priors as priors  # noqa: E402
-from diffportrait3d.kernels import rasterizer as raster  # noqa: E402
-from diffportrait3d.kernels.camera import CameraSet  # noqa: E402
+from diffportrait3d.cli.png_writer import write_png  # noqa: E402
 from diffportrait3d.kernels.image_grid import image_grid  # noqa: E402
-from diffportrait3d.kernels.png_writer import write_png  # noqa: E402
+from diffportrait3d.kernels.noise import priors  # noqa: E402
+from diffportrait3d.kernels.poses import head_template as head  # noqa: E402
+from diffportrait3d.kernels.poses import rasterizer as raster  # noqa: E402
+from diffportrait3d.kernels.poses.camera import CameraSet  # noqa: E402
 
 SUBJECT = dict(skin=(0.93, 0.76, 0.66), hair=(0.62, 0.42, 0.20), lips=(0.80, 0.35, 0.38), hair_volume_cm=2.2)
 

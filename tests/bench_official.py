@@ -91,8 +91,8 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from diffportrait3d.kernels.flop_count import count_flops
-from diffportrait3d.kernels.process_memory import peak_memory_bytes
+from diffportrait3d.bench.flop_count import count_flops
+from diffportrait3d.bench.process_memory import peak_memory_bytes
 
 OFFICIAL_COMMIT = "91e250361d3d641e9588bd2350f07df91f3cfdd9"
 OFFICIAL_YAML = "control_model/ControlNet/models/cldm_v15_diffportrait3D.yaml"

@@ -38,7 +38,7 @@ _import_this_checkout()
 torch.set_num_threads(1)
 sys.path.insert(0, str(ROOT / "tests"))  # shared test helpers (tests/*_helpers.py)
 
-from diffportrait3d.kernels.comfy_host import comfyui_candidates, find_comfyui  # noqa: E402
+from diffportrait3d.cli.comfy_host import comfyui_candidates, find_comfyui  # noqa: E402
 
 HOST = find_comfyui(ROOT)
 HOST_SKIP_REASON = "no ComfyUI host found (searched: {}); see README 'Tests against a real ComfyUI'".format(
@@ -227,8 +227,8 @@ def run_prompt(comfy_host):
 def tiny_dp3d_factory(comfy_host, tmp_path_factory):
     """Loads the tiny official model of a golden directory through the project's converter (fp32) and
     loaders: {"unet", "appearance", "cross_view", "pose"} (cached per directory)."""
-    from diffportrait3d.kernels.checkpoint_convert import convert_checkpoint
-    from diffportrait3d.nodes.cross_view import load_cross_view_modules
+    from diffportrait3d.kernels.checkpoint.convert import convert_checkpoint
+    from diffportrait3d.nodes.model_loading import load_cross_view_modules
     from diffportrait3d.nodes.model_loading import load_appearance_net, load_dp3d_unet, load_pose_controlnet
 
     cache = {}
@@ -292,7 +292,7 @@ def tiny_workflow(name: str = "official_8_views", size: int = 64, steps: int = 2
 @pytest.fixture(scope="session")
 def tiny_model_files(tmp_path_factory) -> Path:
     """A folder with the tiny reference model converted (fp32) under the official file names."""
-    from diffportrait3d.kernels.checkpoint_convert import convert_checkpoint
+    from diffportrait3d.kernels.checkpoint.convert import convert_checkpoint
 
     out = tmp_path_factory.mktemp("tiny_models")
     convert_checkpoint(FIXTURES / "tiny_official.safetensors", out, dtype="fp32", config_path=FIXTURES / "tiny_config.json")

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from op_trace import ONEDNN_LINEAR_OP
 from torch.profiler import ProfilerActivity, profile
 
-from diffportrait3d.kernels import cpu_matmul
-from diffportrait3d.kernels.broadcast_rows import all_rows_equal, broadcast_equal_rows
+from diffportrait3d.kernels.cpu import matmul as cpu_matmul
+from diffportrait3d.kernels.cpu.broadcast_rows import broadcast_equal_rows
+from diffportrait3d.kernels.model.reference_attention import all_rows_equal
 
 
 def test_equal_rows_become_one_broadcast_row():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from diffportrait3d.kernels.camera import (
+from diffportrait3d.kernels.poses.camera import (
     EG3D_FOCAL,
     PIVOT_EG3D_FFHQ,
     CameraSet,
@@ -13,13 +13,13 @@ from diffportrait3d.kernels.camera import (
     estimate_pivot,
     yaw_pitch_roll_from_cam2world,
 )
-from diffportrait3d.kernels.camera_paths import (
+from diffportrait3d.kernels.poses.camera_paths import (
     camera_path,
     interpolate_keyframes,
     official_orbit,
     parse_keyframes,
 )
-from diffportrait3d.kernels.rasterizer import project_points
+from diffportrait3d.kernels.poses.rasterizer import project_points
 
 
 def test_frontal_camera_sits_on_plus_z_with_opencv_axes():

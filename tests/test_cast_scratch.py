@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from diffportrait3d.kernels.cast_scratch import CastScratch
+from diffportrait3d.kernels.cpu.cast_scratch import CastScratch
 
 
 def test_cast_equals_a_plain_conversion_and_reuses_the_buffer():

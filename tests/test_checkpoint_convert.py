@@ -8,17 +8,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from diffportrait3d.__main__ import main as cli_main
-from diffportrait3d.kernels.checkpoint_components import COMPONENT_FILES
-from diffportrait3d.kernels.checkpoint_convert import (
+from diffportrait3d.cli.main import main as cli_main
+from diffportrait3d.kernels.checkpoint.components import COMPONENT_FILES
+from diffportrait3d.kernels.checkpoint.convert import (
     component_architectures,
     convert_checkpoint,
     convert_source,
     load_architecture,
 )
-from diffportrait3d.kernels.checkpoint_source import CheckpointSource, file_sha256
-from diffportrait3d.kernels.checkpoint_validation import raise_if_invalid, validate_checkpoint_keys
-from diffportrait3d.kernels.conversion_error import ConversionError
+from diffportrait3d.kernels.checkpoint.errors import ConversionError
+from diffportrait3d.kernels.checkpoint.source import CheckpointSource, file_sha256
+from diffportrait3d.kernels.checkpoint.validation import raise_if_invalid, validate_checkpoint_keys
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny_official.safetensors"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from diffportrait3d.kernels.checkpoint_layout import (
+from diffportrait3d.kernels.checkpoint.layout import (
     DIFFUSION_PREFIX,
     cross_view_placements,
     expected_checkpoint_shapes,

@@ -4,8 +4,8 @@ import pickle
 import pytest
 import torch
 
-from diffportrait3d.kernels.checkpoint_source import open_checkpoint
-from diffportrait3d.kernels.conversion_error import ConversionError
+from diffportrait3d.kernels.checkpoint.errors import ConversionError
+from diffportrait3d.kernels.checkpoint.source import open_checkpoint
 
 
 class RunsCodeWhenUnpickled:

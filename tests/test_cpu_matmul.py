@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from op_trace import ONEDNN_LINEAR_OP, ops_run
 
-from diffportrait3d.kernels import cpu_matmul
+from diffportrait3d.kernels.cpu import matmul as cpu_matmul
 
 requires_onednn = pytest.mark.skipif(
     not cpu_matmul.onednn_matmul_available(), reason="this PyTorch build has no oneDNN linear op"

@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffportrait3d.kernels.checkpoint_layout import DIFFUSION_PREFIX, cross_view_placements
-from diffportrait3d.kernels.cross_view_attention import CrossViewModule, CrossViewModuleSet
-from diffportrait3d.kernels.view_windows import ViewWindows, official_windows, plan_view_windows
+from diffportrait3d.kernels.checkpoint.layout import DIFFUSION_PREFIX, cross_view_placements
+from diffportrait3d.kernels.model.cross_view_attention import CrossViewModule, CrossViewModuleSet
+from diffportrait3d.kernels.model.view_windows import ViewWindows, official_windows, plan_view_windows
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HEADS = 2  # tiny config: motion_module_kwargs.num_attention_heads
@@ -382,25 +382,28 @@ def test_consecutive_windows_in_place_equal_the_gathered_path(module, n_views):
 
 @pytest.mark.parametrize("mode", ["official", "sliding"])
 def test_block_in_position_slices_equals_one_pass(module, mode, monkeypatch):
-    """With ``cpu_slice_tokens`` the transformer block runs over slices of positions on a CPU; nothing in it
-    mixes positions, so slices of 3 positions (uneven: 16 positions) give the one-pass result."""
-    import diffportrait3d.kernels.cross_view_attention as cross_view_attention
+    """The CPU wing's sliced block runs over slices of positions on a CPU; nothing in the block mixes
+    positions, so slices of 3 positions (uneven: 16 positions) give the one-pass result."""
+    from diffportrait3d.kernels.cpu.view_blocks import SlicedViewTransformerBlock
+    from diffportrait3d.kernels.model.cross_view_attention import (
+        ViewTransformerBlock,
+        short_sequence_attention,
+    )
 
     block = module.temporal_transformer.transformer_blocks[0]
     tokens = torch.randn(8, 16, 32, generator=torch.Generator().manual_seed(5))
     plan = plan_view_windows(mode, 8, 4, 2, "pyramid")
     calls = []
-    transform = block.transform
-    monkeypatch.setattr(block, "transform", lambda h, *args: calls.append(h.shape[1]) or transform(h, *args))
+    transform = ViewTransformerBlock.forward
+    monkeypatch.setattr(ViewTransformerBlock, "forward",
+                        lambda self, h, *args: calls.append(h.shape[1]) or transform(self, h, *args))
     with torch.no_grad():
-        one_pass = block(tokens, plan, cross_view_attention.short_sequence_attention)
-        block.cpu_slice_tokens = 8 * 3
-        try:
-            sliced = block(tokens, plan, cross_view_attention.short_sequence_attention)
-            block.cpu_slice_tokens = 8 * 16  # all positions fit in one slice
-            unsliced = block(tokens, plan, cross_view_attention.short_sequence_attention)
-        finally:
-            del block.cpu_slice_tokens
+        one_pass = block(tokens, plan, short_sequence_attention)
+        monkeypatch.setattr(block, "__class__", SlicedViewTransformerBlock)
+        block.slice_tokens = 8 * 3
+        sliced = block(tokens, plan, short_sequence_attention)
+        block.slice_tokens = 8 * 16  # all positions fit in one slice
+        unsliced = block(tokens, plan, short_sequence_attention)
     assert calls == [16, 3, 3, 3, 3, 3, 1, 16]
     assert torch.equal(unsliced, one_pass)
     torch.testing.assert_close(sliced, one_pass, rtol=1e-6, atol=1e-6)

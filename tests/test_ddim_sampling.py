@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMScheduler
 from safetensors.torch import load_file
 
-from diffportrait3d.kernels.ddim_sampling import ddim_step, official_ddim_timesteps, sample_ddim
+from diffportrait3d.kernels.model.ddim_sampling import ddim_step, official_ddim_timesteps, sample_ddim
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

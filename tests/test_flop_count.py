@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from op_trace import ONEDNN_LINEAR_OP, ops_run
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffportrait3d.kernels import cpu_matmul
-from diffportrait3d.kernels.flop_count import count_flops, cpu_op_flops
+from diffportrait3d.bench.flop_count import count_flops, cpu_op_flops
+from diffportrait3d.kernels.cpu import matmul as cpu_matmul
 
 requires_onednn = pytest.mark.skipif(
     not cpu_matmul.onednn_matmul_available(), reason="this PyTorch build has no oneDNN linear op"

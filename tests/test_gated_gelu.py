@@ -1,4 +1,5 @@
-"""kernels/gated_gelu: value * gelu(gate) from one projection, or from a layer's two fresh halves."""
+"""kernels/model/gated_gelu and the CPU wing's geglu_in_halves: value * gelu(gate) from one projection, or from
+a layer's two fresh halves."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffportrait3d.kernels.gated_gelu import geglu
-from diffportrait3d.kernels.heap_usage import heap_bytes_in_use, peak_heap
+from diffportrait3d.bench.heap_usage import heap_bytes_in_use, peak_heap
+from diffportrait3d.kernels.cpu.gated_gelu_halves import geglu_in_halves
+from diffportrait3d.kernels.model.gated_gelu import geglu
 
 
 def reference_geglu(projection: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -44,13 +46,20 @@ def test_plain_projection_gives_value_times_exact_gelu_of_gate():
     torch.testing.assert_close(out.double(), reference_geglu(projection, x), rtol=1e-5, atol=1e-6)
 
 
+def test_the_model_geglu_never_asks_for_halves():
+    projection = HalvesLinear(16, 2 * 12, offers_halves=True)
+    with torch.no_grad():
+        geglu(projection, torch.randn(2, 7, 16))
+    assert projection.calls == ["forward"]
+
+
 def test_offered_halves_are_used_and_give_the_same_numbers():
     torch.manual_seed(1)
     x = torch.randn(2, 7, 16)
     for offers in (True, False):
         projection = HalvesLinear(16, 2 * 12, offers_halves=offers)
         with torch.no_grad():
-            out = geglu(projection, x)
+            out = geglu_in_halves(projection, x)
         assert projection.calls == (["halves"] if offers else ["halves", "forward"])
         assert out.is_contiguous()
         torch.testing.assert_close(out.double(), reference_geglu(projection, x), rtol=1e-5, atol=1e-6)

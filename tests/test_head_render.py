@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from diffportrait3d.kernels.camera import CameraSet
-from diffportrait3d.kernels.head_template import HeadLook, render_template_head, template_head_mesh
-from diffportrait3d.kernels.rasterizer import interpolate, project_points, rasterize
+from diffportrait3d.kernels.poses.camera import CameraSet
+from diffportrait3d.kernels.poses.head_template import HeadLook, render_template_head, template_head_mesh
+from diffportrait3d.kernels.poses.rasterizer import interpolate, project_points, rasterize
 
 NOSE_TIP = torch.nn.functional.normalize(torch.tensor([0.0, math.sin(-0.36), math.cos(-0.36)]), dim=0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffportrait3d.kernels.heap_usage import heap_bytes_in_use, peak_heap
+from diffportrait3d.bench.heap_usage import heap_bytes_in_use, peak_heap
 
 MIB = 2**20
 pytestmark = pytest.mark.skipif(

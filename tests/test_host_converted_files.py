@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffportrait3d.kernels.checkpoint_convert import convert_checkpoint, convert_source, load_architecture
-from diffportrait3d.kernels.checkpoint_source import CheckpointSource
+from diffportrait3d.kernels.checkpoint.convert import convert_checkpoint, convert_source, load_architecture
+from diffportrait3d.kernels.checkpoint.source import CheckpointSource
 
 pytestmark = pytest.mark.host
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -96,7 +96,7 @@ def test_full_size_unet_keys_are_detected_as_sd15_by_the_core_unet_loader(comfy_
     import comfy.model_detection
     import comfy.supported_models
 
-    from diffportrait3d.kernels.checkpoint_components import route_key
+    from diffportrait3d.kernels.checkpoint.components import route_key
 
     manifest = json.loads((FIXTURES / "official_checkpoint_manifest.json").read_text())
     zero = torch.zeros(())

@@ -11,7 +11,7 @@ from op_trace import ONEDNN_LINEAR_OP, ops_run
 from safetensors.torch import load_file
 from test_host_parity import APPLY_FILES, DDIM_FILES, guided_ddim, one_call_eps
 
-from diffportrait3d.kernels import cpu_matmul
+from diffportrait3d.kernels.cpu import matmul as cpu_matmul
 
 pytestmark = pytest.mark.host
 
@@ -28,7 +28,7 @@ def relative_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def bf16_tiny(tiny_dp3d_factory):
     """The tiny reference model loaded by the pack's loaders with $DIFFPORTRAIT3D_CPU_COMPUTE=bf16."""
-    from diffportrait3d.nodes.cross_view import load_cross_view_modules
+    from diffportrait3d.nodes.model_loading import load_cross_view_modules
     from diffportrait3d.nodes.model_loading import load_appearance_net, load_dp3d_unet, load_pose_controlnet
 
     files = tiny_dp3d_factory(APPLY_FILES[0].parent)["files"]
@@ -45,12 +45,12 @@ def bf16_tiny(tiny_dp3d_factory):
 def test_setup_stores_and_computes_in_bf16_only_when_asked(comfy_host, monkeypatch):
     from diffportrait3d.nodes.model_loading import inference_setup_for
 
-    _, dtype, manual_cast, operations = inference_setup_for(torch.float32, cpu_compute="bf16")
-    assert (dtype, manual_cast) == (torch.bfloat16, None)
-    assert not operations.Linear.comfy_cast_weights  # no per-layer cast to float32
+    setup = inference_setup_for(torch.float32, cpu_compute="bf16")
+    assert (setup.dtype, setup.manual_cast_dtype) == (torch.bfloat16, None)
+    assert not setup.operations.Linear.comfy_cast_weights  # no per-layer cast to float32
 
-    _, dtype, manual_cast, _ = inference_setup_for(torch.float32, storage_dtype=torch.bfloat16)
-    assert (dtype, manual_cast) == (torch.bfloat16, torch.float32)  # ComfyUI's own choice on a CPU
+    setup = inference_setup_for(torch.float32, storage_dtype=torch.bfloat16)
+    assert (setup.dtype, setup.manual_cast_dtype) == (torch.bfloat16, torch.float32)  # ComfyUI's own choice on a CPU
 
     monkeypatch.setenv("DIFFPORTRAIT3D_CPU_COMPUTE", "fp16")
     with pytest.raises(ValueError, match=r"DIFFPORTRAIT3D_CPU_COMPUTE must be one of \('float32', 'bf16'\)"):
@@ -96,7 +96,7 @@ def test_bf16_ddim_stays_within_bf16_rounding_of_official(bf16_tiny, golden_file
 
 
 def test_bf16_without_native_support_is_allowed_with_a_warning(comfy_host, monkeypatch, caplog):
-    from diffportrait3d.nodes import cpu_operations
+    from diffportrait3d.nodes.cpu import operations as cpu_operations
 
     monkeypatch.setattr(cpu_matmul, "native_bf16_cpu", lambda: False)
     cpu_operations._warn_emulated_bf16.cache_clear()

@@ -20,7 +20,7 @@ def layer_classes(module: torch.nn.Module) -> set[type]:
 def test_every_loaded_network_is_built_with_the_cpu_layers(tiny_dp3d):
     import comfy.ops
 
-    from diffportrait3d.nodes.cpu_operations import with_cpu_matmul
+    from diffportrait3d.nodes.cpu.operations import with_cpu_matmul
 
     operations = with_cpu_matmul(comfy.ops.disable_weight_init)  # fp32 files on a CPU: no manual cast
     for name, network in loaded_networks(tiny_dp3d).items():
@@ -33,9 +33,10 @@ def test_networks_slice_their_transformers_on_cpu_only_with_cast_weights(comfy_h
     token slices; float32 networks run them in one pass (faster on our test CPU)."""
     from comfy.ldm.modules.attention import FeedForward
 
-    from diffportrait3d.kernels.cross_view_attention import ViewTransformerBlock
-    from diffportrait3d.nodes.benchmark import build_random_models
-    from diffportrait3d.nodes.cpu_operations import CPU_SLICE_TOKENS, RowSlicedFeedForward
+    from diffportrait3d.bench.benchmark import build_random_models
+    from diffportrait3d.kernels.cpu.view_blocks import SlicedViewTransformerBlock
+    from diffportrait3d.kernels.model.cross_view_attention import ViewTransformerBlock
+    from diffportrait3d.nodes.cpu.swaps import RowSlicedFeedForward
 
     models = build_random_models("tiny", dtype)
     sliced = dtype == "bf16"
@@ -44,13 +45,14 @@ def test_networks_slice_their_transformers_on_cpu_only_with_cast_weights(comfy_h
         assert kinds == ({RowSlicedFeedForward} if sliced else {FeedForward})
     blocks = [m for m in models.cross_view.model.modules() if isinstance(m, ViewTransformerBlock)]
     assert len(blocks) == 27
-    assert {block.cpu_slice_tokens for block in blocks} == {CPU_SLICE_TOKENS if sliced else None}
+    assert {type(block) for block in blocks} == {SlicedViewTransformerBlock if sliced else ViewTransformerBlock}
 
 
 def test_row_sliced_feed_forward_gives_the_same_numbers(tiny_dp3d, monkeypatch):
     from comfy.ldm.modules.attention import FeedForward
 
-    from diffportrait3d.nodes.cpu_operations import CPU_SLICE_TOKENS, RowSlicedFeedForward
+    from diffportrait3d.kernels.cpu.token_slices import SLICE_TOKENS as CPU_SLICE_TOKENS
+    from diffportrait3d.nodes.cpu.swaps import RowSlicedFeedForward
 
     network = tiny_dp3d["unet"].model.diffusion_model
     feed_forward = next(m for m in network.modules() if isinstance(m, FeedForward))
@@ -70,7 +72,7 @@ def test_row_sliced_feed_forward_gives_the_same_numbers(tiny_dp3d, monkeypatch):
 
 
 def test_unet_with_cpu_layers_equals_comfyui_layers(tiny_dp3d, monkeypatch):
-    from diffportrait3d.kernels.cpu_matmul import onednn_matmul_available
+    from diffportrait3d.kernels.cpu.matmul import onednn_matmul_available
     from diffportrait3d.nodes.model_loading import load_dp3d_unet
 
     if not onednn_matmul_available():
@@ -95,12 +97,16 @@ def test_unet_with_cpu_layers_equals_comfyui_layers(tiny_dp3d, monkeypatch):
 def test_gated_gelus_multiply_value_and_gate_apart_only_on_the_onednn_path(tiny_dp3d, monkeypatch):
     from comfy.ldm.modules.attention import GEGLU
 
-    from diffportrait3d.nodes.cpu_operations import HalvesGEGLU
+    from diffportrait3d.kernels.cpu.view_blocks import HalvesGEGLUFeedForward
+    from diffportrait3d.kernels.model.cross_view_attention import GEGLUFeedForward
+    from diffportrait3d.nodes.cpu.swaps import HalvesGEGLU
     from diffportrait3d.nodes.model_loading import load_dp3d_unet
 
     networks = loaded_networks(tiny_dp3d)
-    for name in ("unet", "appearance", "pose"):  # the cross-view modules have their own feed-forward
+    for name in ("unet", "appearance", "pose"):
         assert {type(m) for m in networks[name].modules() if isinstance(m, GEGLU)} == {HalvesGEGLU}, name
+    feed_forwards = {type(m) for m in networks["cross_view"].modules() if isinstance(m, GEGLUFeedForward)}
+    assert feed_forwards == {HalvesGEGLUFeedForward}
     gate = next(m for m in networks["unet"].modules() if isinstance(m, HalvesGEGLU))
     x = torch.randn(2, 9, gate.proj.in_features, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
@@ -143,8 +149,8 @@ def test_bf16_stored_linear_layers_cast_then_compute_on_onednn(comfy_host):
     product — the numbers of ComfyUI's own manual-cast layer, which uses PyTorch's product."""
     import comfy.ops
 
-    from diffportrait3d.kernels.cpu_matmul import onednn_matmul_available
-    from diffportrait3d.nodes.cpu_operations import with_cpu_matmul
+    from diffportrait3d.kernels.cpu.matmul import onednn_matmul_available
+    from diffportrait3d.nodes.cpu.operations import with_cpu_matmul
 
     if not onednn_matmul_available():
         pytest.skip("this PyTorch build has no oneDNN linear op")
@@ -168,8 +174,8 @@ def test_bf16_stored_linear_layers_cast_then_compute_on_onednn(comfy_host):
 def test_bf16_stored_convolutions_cast_into_the_shared_buffer(comfy_host, size, monkeypatch):
     import comfy.ops
 
-    from diffportrait3d.kernels.cast_scratch import CastScratch
-    from diffportrait3d.nodes import cpu_operations
+    from diffportrait3d.kernels.cpu.cast_scratch import CastScratch
+    from diffportrait3d.nodes.cpu import operations as cpu_operations
 
     monkeypatch.setattr(cpu_operations, "_CAST_SCRATCH", CastScratch())
     generator = torch.Generator().manual_seed(6)
@@ -206,8 +212,8 @@ def test_layers_compiled_by_torch_compile_compute_what_comfyuis_compute(comfy_ho
     oneDNN op (inductor cannot lower it for weights it has not frozen) and no shared cast buffer."""
     import comfy.ops
 
-    from diffportrait3d.kernels.cast_scratch import CastScratch
-    from diffportrait3d.nodes import cpu_operations
+    from diffportrait3d.kernels.cpu.cast_scratch import CastScratch
+    from diffportrait3d.nodes.cpu import operations as cpu_operations
 
     monkeypatch.setattr(cpu_operations, "_CAST_SCRATCH", CastScratch())
     base = comfy.ops.manual_cast if storage == torch.bfloat16 else comfy.ops.disable_weight_init
@@ -235,7 +241,7 @@ def test_layers_compiled_by_torch_compile_compute_what_comfyuis_compute(comfy_ho
 
 
 def test_output_channel_blocks_cover_the_channels_in_near_equal_blocks(comfy_host):
-    from diffportrait3d.nodes.cpu_operations import CAST_BLOCK_ELEMENTS, output_channel_blocks
+    from diffportrait3d.nodes.cpu.operations import CAST_BLOCK_ELEMENTS, output_channel_blocks
 
     def sizes(shape, limit=CAST_BLOCK_ELEMENTS):
         blocks = output_channel_blocks(torch.empty(shape, device="meta"), limit)
@@ -257,7 +263,7 @@ def test_operations_with_their_own_cast_layer_keep_it(comfy_host):
     """A base whose Linear casts its own way (fp8, quantised weights) is left to that code."""
     import comfy.ops
 
-    from diffportrait3d.nodes.cpu_operations import with_cpu_matmul
+    from diffportrait3d.nodes.cpu.operations import with_cpu_matmul
 
     class OwnCast(comfy.ops.manual_cast):
         class Linear(comfy.ops.manual_cast.Linear):

@@ -165,7 +165,7 @@ def test_uncond_rows_of_a_mixed_batch_attend_over_their_own_tokens_only(comfy_ho
     self-attention, for 3/4 of the batch's attention work (cond rows over 2T keys, uncond rows over T)."""
     from comfy.ldm.modules.attention import optimized_attention
 
-    from diffportrait3d.kernels.flop_count import count_flops
+    from diffportrait3d.bench.flop_count import count_flops
     from diffportrait3d.nodes.appearance_reference import ReferenceAttention
 
     heads, tokens, channels, views = 2, 16, 32, 3
@@ -230,7 +230,7 @@ def test_interrupt_then_rerun_gives_identical_output_and_removes_every_patch(tin
     import comfy.model_management
     import comfy.utils
 
-    from diffportrait3d.kernels.cross_view_attention import CrossViewModule
+    from diffportrait3d.kernels.model.cross_view_attention import CrossViewModule
 
     views = 8
     model = reference_model(tiny_dp3d, golden)
@@ -291,9 +291,14 @@ def test_reference_strength_zero_removes_the_reference_and_one_is_official(tiny_
 
     without, official = step(None), step(1.0)
     scale = official.abs().max()
-    assert (step(0.0) - without).abs().max() <= 1e-5 * scale
-    # the biased-attention path at s=1 (another attention kernel: float32 noise, amplified by one DDIM step)
-    assert (step(1.0 + 1e-7) - official).abs().max() <= 1e-4 * scale
+    # Strength 0 masks the reference tokens out (a -inf logit bias) and strength 1 + 1e-7 biases them: both run
+    # another attention kernel than the plain path, so they equal it up to float32 rounding only, amplified by
+    # the network and one DDIM step. The bound is the project's float32 bound for one model call (DESIGN.md
+    # §4: 1e-4 of the scale), not one CPU's rounding: an AMD EPYC differed by 1.5e-5 of the scale at s = 0,
+    # an Intel Xeon by less than 1e-5.
+    float32_bound = 1e-4 * scale
+    assert (step(0.0) - without).abs().max() <= float32_bound
+    assert (step(1.0 + 1e-7) - official).abs().max() <= float32_bound
     assert (step(2.0) - without).norm() > (official - without).norm() > 0
 
 

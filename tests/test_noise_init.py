@@ -8,20 +8,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffportrait3d.kernels.camera import CameraSet, frontal_camera_like
-from diffportrait3d.kernels.gaussian_blur import gaussian_blur
-from diffportrait3d.kernels.head_template import render_template_head, template_head_mesh
-from diffportrait3d.kernels.hole_fill import fill_holes
-from diffportrait3d.kernels.mesh_render import render_mesh_views
-from diffportrait3d.kernels.noise_priors import prior_images
-from diffportrait3d.kernels.reference_warp import warp_reference
-from diffportrait3d.kernels.start_latent import (
+from diffportrait3d.kernels.noise.gaussian_blur import gaussian_blur
+from diffportrait3d.kernels.noise.hole_fill import fill_holes
+from diffportrait3d.kernels.noise.priors import prior_images
+from diffportrait3d.kernels.noise.reference_warp import warp_reference
+from diffportrait3d.kernels.noise.start_latent import (
     noise_for_state,
     noise_scale,
     official_start_state,
     q_sample,
 )
-from diffportrait3d.kernels.view_noise import shared_noise_correlation, view_noise
+from diffportrait3d.kernels.noise.view_noise import shared_noise_correlation, view_noise
+from diffportrait3d.kernels.poses.camera import CameraSet, frontal_camera_like
+from diffportrait3d.kernels.poses.head_template import render_template_head, template_head_mesh
+from diffportrait3d.kernels.poses.mesh_render import render_mesh_views
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

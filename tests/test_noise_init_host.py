@@ -59,7 +59,7 @@ def text(golden):
 
 def golden_noise(model, golden):
     """The NOISE object built from the golden prior latents and the golden q_sample eps."""
-    from diffportrait3d.kernels.start_latent import official_start_state
+    from diffportrait3d.kernels.noise.start_latent import official_start_state
     from diffportrait3d.nodes.noise_init import ThreeDAwareNoise
     from diffportrait3d.nodes.sampler import official_sigmas
 
@@ -124,7 +124,7 @@ def test_node_start_is_q_sample_of_the_encoded_priors(tiny_dp3d, tiny_vae, golde
     import comfy.samplers
     from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise, SamplerCustomAdvanced
 
-    from diffportrait3d.kernels.view_noise import view_noise
+    from diffportrait3d.kernels.noise.view_noise import view_noise
     from diffportrait3d.nodes.noise_init import DiffPortrait3DNoise
     from diffportrait3d.nodes.sampler import ddim_sampler, official_sigmas
 
@@ -180,7 +180,7 @@ def test_node_options_shared_noise_blur_and_start_level(tiny_dp3d, tiny_vae):
 
 
 def test_node_input_errors(tiny_dp3d, tiny_vae):
-    from diffportrait3d.kernels.camera import CameraSet
+    from diffportrait3d.kernels.poses.camera import CameraSet
     from diffportrait3d.nodes.noise_init import DiffPortrait3DNoise
 
     model = tiny_dp3d["unet"]

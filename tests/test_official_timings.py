@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from diffportrait3d.kernels.official_timings import OfficialTimingsError, official_step_timings
+from diffportrait3d.bench.official_timings import OfficialTimingsError, official_step_timings
 
 SHARED_TIMINGS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "timings_full_cpu.json"
 

@@ -6,9 +6,11 @@ import zlib
 import pytest
 import torch
 
-from diffportrait3d.kernels.camera import CameraSet, frontal_camera_like
-from diffportrait3d.kernels.depth_mesh import depth_relief_mesh
-from diffportrait3d.kernels.driving_frames import (
+from diffportrait3d.cli.png_writer import encode_png
+from diffportrait3d.kernels.image_grid import image_grid
+from diffportrait3d.kernels.poses.camera import CameraSet, frontal_camera_like
+from diffportrait3d.kernels.poses.depth_mesh import depth_relief_mesh
+from diffportrait3d.kernels.poses.driving_frames import (
     HeadBox,
     assign_frames,
     estimate_foreground,
@@ -16,10 +18,8 @@ from diffportrait3d.kernels.driving_frames import (
     linear_sweep_angles,
     reframe,
 )
-from diffportrait3d.kernels.image_grid import image_grid
-from diffportrait3d.kernels.mesh_render import render_mesh_views
-from diffportrait3d.kernels.obj_mesh import fit_to_head_frame, parse_obj
-from diffportrait3d.kernels.png_writer import encode_png
+from diffportrait3d.kernels.poses.mesh_render import render_mesh_views
+from diffportrait3d.kernels.poses.obj_mesh import fit_to_head_frame, parse_obj
 
 CUBE_OBJ = """# unit cube, quads, counter-clockwise from outside
 v -1 -1 -1 1 0 0

@@ -69,7 +69,7 @@ def test_prompt_renders_conditions_grid_and_saves_cameras(run_prompt, output_dir
 
 
 def test_camera_json_round_trips_through_the_load_node(run_prompt, output_dir):
-    from diffportrait3d.kernels.camera_paths import camera_path
+    from diffportrait3d.kernels.poses.camera_paths import camera_path
 
     original = camera_path("yaw_sweep", views=3, yaw_min_deg=-30, yaw_max_deg=30)
     prompt = {
@@ -111,7 +111,7 @@ def test_depth_node_renders_a_relief_from_another_nodes_image(run_prompt):
 
 def test_driving_and_mesh_nodes_produce_one_condition_per_camera(comfy_host, tmp_path):
     poses = comfy_host.pack_module.nodes.poses
-    from diffportrait3d.kernels.camera_paths import camera_path
+    from diffportrait3d.kernels.poses.camera_paths import camera_path
 
     cameras = camera_path("yaw_sweep", views=3, yaw_min_deg=-30, yaw_max_deg=30)
     frames = torch.zeros(5, 80, 64, 3)

@@ -2,8 +2,8 @@
 
 import torch
 
-from diffportrait3d.kernels.camera import CameraSet
-from diffportrait3d.kernels.rasterizer import interpolate, project_points, rasterize, vertex_normals
+from diffportrait3d.kernels.poses.camera import CameraSet
+from diffportrait3d.kernels.poses.rasterizer import interpolate, project_points, rasterize, vertex_normals
 
 
 def brute_force_nearest(screen, faces, height, width):

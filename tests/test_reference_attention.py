@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffportrait3d.kernels.reference_attention import (
+from diffportrait3d.kernels.model.reference_attention import (
     BankFull,
     ReferenceBank,
     ReferenceBankReader,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffportrait3d.kernels.reference_image import fit_to_size, to_rgb
+from diffportrait3d.kernels.model.reference_image import fit_to_size, to_rgb
 
 
 def test_channels_become_rgb():

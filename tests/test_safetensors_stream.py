@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from diffportrait3d.kernels.safetensors_stream import write_safetensors_streaming
+from diffportrait3d.kernels.checkpoint.safetensors_stream import write_safetensors_streaming
 
 
 def test_streamed_file_reads_back_with_safetensors(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffportrait3d.kernels.cross_view_attention import CrossViewModule
-from diffportrait3d.kernels.random_weights import fill_random_weights_
-from diffportrait3d.kernels.view_windows import plan_view_windows, stacked_windows
+from diffportrait3d.bench.random_weights import fill_random_weights_
+from diffportrait3d.kernels.model.cross_view_attention import CrossViewModule
+from diffportrait3d.kernels.model.view_windows import plan_view_windows, stacked_windows
 
 
 @pytest.mark.parametrize("mode", ["official", "sliding", "looped"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from diffportrait3d.kernels.token_slices import apply_in_slices
+from diffportrait3d.kernels.cpu.token_slices import apply_in_slices
 
 
 def test_slices_along_any_dim_equal_one_call_and_may_change_width():

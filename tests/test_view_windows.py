@@ -7,7 +7,7 @@ from itertools import pairwise
 import pytest
 import torch
 
-from diffportrait3d.kernels.view_windows import (
+from diffportrait3d.kernels.model.view_windows import (
     WINDOW_MODES,
     ViewWindows,
     looped_windows,

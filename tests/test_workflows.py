@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from diffportrait3d.kernels.workflow_format import NOTE_TYPES, is_link, ui_matches_api
-from diffportrait3d.kernels.workflow_graphs import CONTROL_TITLES, OFFICIAL, OUTPUT_ROLES, WORKFLOWS
-from diffportrait3d.kernels.workflow_jobs import (
+from diffportrait3d.cli.workflow_format import NOTE_TYPES, is_link, ui_matches_api
+from diffportrait3d.cli.workflow_graphs import CONTROL_TITLES, OFFICIAL, OUTPUT_ROLES, WORKFLOWS
+from diffportrait3d.cli.workflow_jobs import (
     JobError,
     job_name,
     job_prompt,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffportrait3d.kernels.workflow_format import check_against_definitions
-from diffportrait3d.kernels.workflow_graphs import OFFICIAL, WORKFLOWS, workflow_files
+from diffportrait3d.cli.workflow_format import check_against_definitions
+from diffportrait3d.cli.workflow_graphs import OFFICIAL, WORKFLOWS, workflow_files
 
 pytestmark = pytest.mark.host
 
@@ -23,7 +23,7 @@ def shared_api_prompt(name: str) -> dict:
 
 
 def definitions_of(comfy_host) -> dict:
-    from diffportrait3d.nodes.comfy_session import node_definition
+    from diffportrait3d.cli.comfy_session import node_definition
 
     return {name: node_definition(cls) for name, cls in comfy_host.nodes.NODE_CLASS_MAPPINGS.items()
             if name.startswith("DP3D") or name in USED_CORE_TYPES}
@@ -100,8 +100,8 @@ def test_official_workflow_runs_end_to_end_with_the_tiny_model(
     import numpy as np
     from PIL import Image
 
-    from diffportrait3d.kernels.workflow_jobs import job_prompt
-    from diffportrait3d.nodes.workflow_runner import check_models, copy_outputs, execute, validate
+    from diffportrait3d.cli.workflow_jobs import job_prompt
+    from diffportrait3d.cli.workflow_runner import check_models, copy_outputs, execute, validate
 
     if "DP3DTestTinyText" not in comfy_host.nodes.NODE_CLASS_MAPPINGS:
         assert asyncio.run(comfy_host.nodes.load_custom_node(str(workflow_kit.tiny_text_node)))
@@ -112,7 +112,7 @@ def test_official_workflow_runs_end_to_end_with_the_tiny_model(
 
     def recording_setup(*args, **kwargs):
         setup = setup_for(*args, **kwargs)
-        storage_dtypes.append(setup[1])
+        storage_dtypes.append(setup.dtype)
         return setup
 
     monkeypatch.setattr(model_loading, "inference_setup_for", recording_setup)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .checkpoint_layout import expected_checkpoint_shapes
-from .conversion_error import ConversionError
+from .errors import ConversionError
+from .layout import expected_checkpoint_shapes
 
 # Parts the official loader (strict=False) tolerates missing: we report them, and convert without them.
 OPTIONAL_PARTS = {

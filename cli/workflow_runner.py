@@ -8,7 +8,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ..kernels.workflow_jobs import JobError, ModelFile, missing_models_message, model_files, output_files
+from .workflow_jobs import JobError, ModelFile, missing_models_message, model_files, output_files
 
 
 class ExecutorMessages:

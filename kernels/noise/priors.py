@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from .camera import CameraSet, frontal_camera_like
-from .depth_mesh import depth_relief_mesh
-from .head_template import template_head_mesh
-from .reference_image import fit_to_size, to_rgb
+from ..model.reference_image import fit_to_size, to_rgb
+from ..poses.camera import CameraSet, frontal_camera_like
+from ..poses.depth_mesh import depth_relief_mesh
+from ..poses.head_template import template_head_mesh
 from .reference_warp import warp_reference
 
 SOURCES = ("reference_warped", "reference", "condition_images", "prior_images", "none")

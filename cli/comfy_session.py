@@ -12,7 +12,7 @@ import sys
 import types
 from pathlib import Path
 
-from ..kernels.comfy_host import PACK_ROOT, comfyui_candidates, find_comfyui
+from .comfy_host import PACK_ROOT, comfyui_candidates, find_comfyui
 
 _SESSION: types.SimpleNamespace | None = None
 

@@ -12,10 +12,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import cpu_matmul
+from ..kernels.cpu import matmul as cpu_matmul
 
 
-def best_product_gflops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048,
+def best_matmul_gflops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048,
                         repeats: int = 3) -> float:
     """GFLOP/s of the fastest of ``repeats`` [size, size] x [size, size] products in ``dtype`` (after one
     untimed warm-up each), at 2 operations per multiply-add. On a CPU the better of the pack's layer product

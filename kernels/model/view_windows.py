@@ -55,12 +55,14 @@ class ViewWindows:
                 return None
         return length
 
-    def batches(self, device: torch.device | str = "cpu") -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-        """Windows grouped by length: ``(indices [n_w, f], weights [n_w, f])`` per length, on ``device``.
+    def batches(self, device: torch.device | str | None = None) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Windows grouped by length: ``(indices [n_w, f], weights [n_w, f])`` per length, on ``device``
+        (default: where the plan was built).
 
         Equal-length windows can share one attention call. Cached per device on the plan.
         """
-        key = str(torch.device(device))
+        device = self.windows[0].device if device is None else torch.device(device)
+        key = str(device)
         if key not in self._batches:
             by_length: dict[int, list[int]] = {}
             for w, window in enumerate(self.windows):

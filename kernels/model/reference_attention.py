@@ -41,6 +41,12 @@ def chunk_rows(extra_options: dict, batch: int) -> list[tuple[bool, slice]]:
     return [(kind == 0, slice(i * size, (i + 1) * size)) for i, kind in enumerate(chunks)]
 
 
+def all_rows_equal(tensor: torch.Tensor) -> bool:
+    """Whether every index of dim 0 holds the same values (true for one row): then the appearance net's
+    run for one of them serves them all."""
+    return tensor.shape[0] == 1 or bool((tensor == tensor[:1]).all())
+
+
 class BankFull(Exception):
     """Raised by ``ReferenceBankWriter`` after the last entry: the rest of the appearance net is dead work."""
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .camera import CameraSet
+from ..poses.camera import CameraSet
+from ..poses.rasterizer import interpolate, project_points, rasterize
 from .hole_fill import fill_holes
-from .rasterizer import interpolate, project_points, rasterize
 
 # Depth slack (world units; the template head is about 0.4 tall) under which a surface point counts as
 # the one the frontal view sees: absorbs the z-buffer's per-pixel quantisation on slanted surfaces.

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .conversion_error import ConversionError
+from .errors import ConversionError
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import torch
 
-
-def all_rows_equal(tensor: torch.Tensor) -> bool:
-    """Whether every index of dim 0 holds the same values (true for one row)."""
-    return tensor.shape[0] == 1 or bool((tensor == tensor[:1]).all())
+from ..model.reference_attention import all_rows_equal
 
 
 def broadcast_equal_rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -15,17 +15,18 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint_components import COMPONENT_FILES, route_key
-from .checkpoint_layout import cross_view_placements, is_buffer_key
-from .checkpoint_source import CheckpointSource, file_sha256, open_checkpoint
-from .checkpoint_validation import raise_if_invalid, validate_checkpoint_keys
-from .conversion_error import ConversionError
+from .components import COMPONENT_FILES, route_key
+from .errors import ConversionError
+from .layout import cross_view_placements, is_buffer_key
 from .safetensors_stream import write_safetensors_streaming
+from .source import CheckpointSource, file_sha256, open_checkpoint
+from .validation import raise_if_invalid, validate_checkpoint_keys
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
 OFFICIAL_CONFIG_PATH = Path(__file__).with_name("official_config.json")
+TINY_CONFIG_PATH = Path(__file__).with_name("tiny_config.json")
 STORAGE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 

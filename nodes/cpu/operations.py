@@ -1,7 +1,7 @@
 """ComfyUI layer classes ("operations") whose float32 CPU linear layers and small convolutions run on
-``kernels/cpu_matmul``, with bf16/fp16-stored weights cast layer by layer into one reused buffer; every
-other case is the base class's own code. Networks built with them from bf16/fp16-stored weights also run
-their transformer feed-forwards in token slices on a CPU (``RowSlicedFeedForward``, ``slices_on_cpu``).
+``kernels/cpu/matmul.py``, with bf16/fp16-stored weights cast layer by layer into one reused buffer; every
+other case is the base class's own code. A network built with them also gets the CPU variants of some of its
+modules (``swaps.py``).
 
 Only the networks this pack builds use them (its loaders and the benchmark): the layers are chosen when a
 network is built, the way ComfyUI itself picks operations, so nothing is patched at run time. Set
@@ -20,20 +20,14 @@ import os
 
 import comfy.ops
 import torch
-from comfy.ldm.modules.attention import GEGLU, FeedForward
 
-from ..kernels import cpu_matmul
-from ..kernels.cast_scratch import CastScratch
-from ..kernels.gated_gelu import geglu
-from ..kernels.token_slices import apply_in_slices
+from ...kernels.cpu import matmul as cpu_matmul
+from ...kernels.cpu.cast_scratch import CastScratch
 
 MATMUL_SWITCH = "DIFFPORTRAIT3D_CPU_MATMUL"
 CHOICES = ("onednn", "pytorch")
 COMPUTE_SWITCH = "DIFFPORTRAIT3D_CPU_COMPUTE"
 COMPUTE_DTYPES = {"float32": None, "bf16": torch.bfloat16}
-# Tokens per slice of a transformer block or feed-forward on a CPU (see slices_on_cpu): 512 rows still keep the
-# matrix kernels busy on 2 Zen 4 cores.
-CPU_SLICE_TOKENS = 512
 # Largest convolution weight block cast to float32 at once on a CPU (8 M elements, 32 MB): larger weights (the
 # UNet's 2560-to-1280-channel 3x3 convolutions, 118 MB in float32) are cast and applied in blocks of output
 # channels, so neither the cast buffer nor oneDNN's reordered copy of the weight holds a whole one (bf16
@@ -185,49 +179,6 @@ def with_cpu_matmul(base: type) -> type:
 
     Linear.__qualname__, Conv2d.__qualname__ = f"{base.__name__}.Linear", f"{base.__name__}.Conv2d"
     return type(f"{base.__name__}_cpu_matmul", (base,), {"Linear": Linear, "Conv2d": Conv2d, "cpu_layers": True})
-
-
-def slices_on_cpu(operations) -> bool:
-    """Whether networks built with ``operations`` run their transformer feed-forwards and cross-view blocks in
-    slices of ``CPU_SLICE_TOKENS`` tokens on a CPU: with the pack's CPU layers and weights stored below the
-    compute dtype (bf16/fp16 storage, the memory-saving choice). The slices keep about 0.1 GiB of
-    intermediates out of a full-size step's peak; with float32 weights one pass measured 2-3 % faster."""
-    return bool(getattr(operations, "cpu_layers", False) and getattr(operations.Linear, "comfy_cast_weights", False))
-
-
-class RowSlicedFeedForward(FeedForward):
-    """ComfyUI's transformer feed-forward, run over slices of ``CPU_SLICE_TOKENS`` tokens on a CPU: the same
-    numbers (every token is computed on its own), with the GEGLU's [tokens, 8C] state kept small and out of
-    the process's peak memory. x [..., C] -> [..., C_out]."""
-
-    def forward(self, x):
-        rows = x.reshape(-1, x.shape[-1])
-        if x.device.type != "cpu" or rows.shape[0] <= CPU_SLICE_TOKENS:
-            return super().forward(x)
-        return apply_in_slices(super().forward, rows, 0, CPU_SLICE_TOKENS).view(*x.shape[:-1], -1)
-
-
-class HalvesGEGLU(GEGLU):
-    """ComfyUI's GEGLU computed by ``kernels/gated_gelu.geglu``: with the pack's CPU layers, value and gate as
-    two products and the gate in place (same numbers up to float32 rounding). x [..., C] -> [..., n]."""
-
-    def forward(self, x):
-        return geglu(self.proj, x)
-
-
-def use_cpu_feed_forwards_(network: torch.nn.Module, operations) -> torch.nn.Module:
-    """With the pack's CPU layers, turns every ComfyUI ``GEGLU`` of ``network`` into a ``HalvesGEGLU``, and,
-    when ``slices_on_cpu(operations)``, every ``FeedForward`` into a ``RowSlicedFeedForward`` (same weights
-    and state-dict keys); returns ``network``."""
-    if not getattr(operations, "cpu_layers", False):
-        return network
-    sliced = slices_on_cpu(operations)
-    for module in network.modules():
-        if type(module) is GEGLU:
-            module.__class__ = HalvesGEGLU
-        elif sliced and type(module) is FeedForward:
-            module.__class__ = RowSlicedFeedForward
-    return network
 
 
 def pack_operations(base: type, cpu_matmul_choice: str | None = None) -> type:

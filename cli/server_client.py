@@ -15,8 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..kernels.workflow_format import combo_options, input_specs
-from ..kernels.workflow_jobs import JobError, ModelFile, job_prompt, model_files, output_files
+from .workflow_format import combo_options, input_specs
+from .workflow_jobs import JobError, ModelFile, job_prompt, model_files, output_files
 
 
 class ServerError(RuntimeError):

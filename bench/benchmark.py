@@ -31,53 +31,37 @@ import comfy.samplers
 import torch
 from comfy.ldm.modules.attention import BasicTransformerBlock
 
-from ..kernels.checkpoint_convert import component_architectures, load_architecture
-from ..kernels.checkpoint_layout import cross_view_placements
-from ..kernels.cross_view_attention import CrossViewModule
-from ..kernels.flop_count import count_flops
-from ..kernels.heap_usage import PeakHeap, heap_bytes_in_use, peak_heap
-from ..kernels.official_timings import official_step_timings
-from ..kernels.process_memory import peak_memory_bytes
-from ..kernels.product_rate import best_product_gflops
-from ..kernels.product_time import product_seconds
-from ..kernels.random_weights import fill_random_weights_
-from ..kernels.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
-from .appearance_reference import ReferenceLatent, apply_appearance_reference
-from .cpu_operations import CHOICES as CPU_MATMUL_CHOICES
-from .cpu_operations import COMPUTE_DTYPES as CPU_COMPUTE_DTYPES
-from .cross_view import CrossViewSettings, apply_cross_view, build_cross_view_modules
-from .model_loading import (
+from ..kernels.checkpoint.convert import TINY_CONFIG_PATH, component_architectures, load_architecture
+from ..kernels.checkpoint.layout import cross_view_placements
+from ..kernels.model.cross_view_attention import CrossViewModule
+from ..kernels.model.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
+from ..nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
+from ..nodes.cpu.operations import CHOICES as CPU_MATMUL_CHOICES
+from ..nodes.cpu.operations import COMPUTE_DTYPES as CPU_COMPUTE_DTYPES
+from ..nodes.cross_view import CrossViewSettings, apply_cross_view
+from ..nodes.model_loading import (
     build_appearance_net,
+    build_cross_view_modules,
     build_dp3d_unet,
     build_pose_controlnet,
     inference_setup_for,
-    managed,
+    model_patcher,
 )
-from .sampler import DDIMSamplerFunction, official_guidance, official_sigmas
+from ..nodes.sampler import DDIMSamplerFunction, official_guidance, official_sigmas
+from .counted_op_time import counted_op_seconds
+from .flop_count import count_flops
+from .heap_usage import PeakHeap, heap_bytes_in_use, peak_heap
+from .matmul_rate import best_matmul_gflops
+from .official_timings import official_step_timings
+from .process_memory import peak_memory_bytes
+from .random_weights import fill_random_weights_
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
-ARCHITECTURES = {"full": None, "tiny": PACK_ROOT / "tests" / "fixtures" / "tiny_config.json"}
+ARCHITECTURES = {"full": None, "tiny": TINY_CONFIG_PATH}
 WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OFFICIAL_SCHEDULE_STEPS = 50
 TIMING_KEY = "dp3d_benchmark"
 KERNEL_HUGE_PAGE_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 TORCH_HUGE_PAGE_SWITCH = "THP_MEM_ALLOC_ENABLE"
-
-# Official code on the reference machine (2 vCPU, float32, random weights): ../shared/reference. Another CPU
-# needs its own measurement: tests/bench_official.py, then ``bench --official FILE``.
-REFERENCE_MACHINE = "2 vCPU AMD EPYC (Zen 4)"
-OFFICIAL_CPU = {
-    ("full", 8, 16): {
-        "seconds_per_step_fp32": 8.71 + 5.86,
-        "seconds_per_step_bf16_autocast": 4.69 + 2.71,
-        "peak_memory_bytes_fp32": int(11.4 * 2**30),
-        "peak_memory_bytes_bf16_autocast": 17042996 * 1024,
-        "machine": REFERENCE_MACHINE,
-        "source": "shared/reference/timings_full_cpu.json (apply_model cond + uc medians)",
-    },
-    ("tiny", 8, 16): {"seconds_per_step_fp32": 2.3 / 5, "machine": REFERENCE_MACHINE,
-                      "source": "shared/reference/tiny/README.md (5-step DDIM 2.3 s)"},
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +69,9 @@ class BenchConfig:
     """What to run: architecture (``full`` or ``tiny``), views, latent size, timed and warm-up steps, the
     weights' storage dtype (ComfyUI picks the compute dtype for the device), guidance, seed, the layers'
     float32 CPU products (``onednn`` or ``pytorch``) and the compute dtype on a CPU (``float32``, or the
-    opt-in ``bf16``, which needs bf16 storage); see ``nodes/cpu_operations.py``. ``official``: a timing file of
-    the official code measured on this machine (``tests/bench_official.py --out FILE``) to compare against,
-    instead of the reference machine's numbers. ``flops``: also count the floating-point work of a step (one
+    opt-in ``bf16``, which needs bf16 storage); see ``nodes/cpu/operations.py``. ``official``: a timing file of
+    the official code measured on this machine (``tests/bench_official.py --out FILE``, or
+    ``shared/reference/timings_full_cpu.json`` of the reference machine) to compare against. ``flops``: also count the floating-point work of a step (one
     more untimed replay of the last step's calls) and probe the device's best product rate. ``heap``: also the
     peak of the C heap's live bytes during one more replay (glibc only); with ``cpu_matmul="pytorch"`` and bf16
     compute a CPU runs ComfyUI's GPU code path in 2-byte activations, so this estimates an fp16 GPU's need."""
@@ -131,10 +115,10 @@ class BenchConfig:
             raise ValueError("heap needs glibc's mallinfo2 (Linux with glibc 2.33 or later)")
 
     def official_reference(self) -> dict | None:
-        """The official timings to compare with: from ``official`` when given, else the reference machine's."""
-        if self.official is not None:
-            return official_step_timings(self.official, self.views, self.latent)
-        return OFFICIAL_CPU.get((self.model, self.views, self.latent))
+        """The official timings to compare with, from the ``official`` file; None without one."""
+        if self.official is None:
+            return None
+        return official_step_timings(self.official, self.views, self.latent)
 
 
 @dataclasses.dataclass
@@ -160,7 +144,6 @@ def build_random_models(
     architecture = load_architecture(ARCHITECTURES[model])
     records = component_architectures(architecture)
     setup = inference_setup_for(None, WEIGHT_DTYPES[dtype], cpu_matmul, cpu_compute)
-    load_device = setup[0]
     unet = build_dp3d_unet(records["unet"], setup)
     fill_random_weights_(unet.diffusion_model, seed)
     appearance = fill_random_weights_(build_appearance_net(records["appearance"], setup), seed + 1)
@@ -170,7 +153,7 @@ def build_random_models(
     pose = build_pose_controlnet(records["pose_controlnet"], setup)
     fill_random_weights_(pose.control_model, seed + 3)
     return RandomModels(
-        managed(unet, load_device), managed(appearance, load_device), managed(cross_view, load_device), pose,
+        model_patcher(unet, setup), model_patcher(appearance, setup), model_patcher(cross_view, setup), pose,
         architecture,
     )
 
@@ -299,7 +282,7 @@ class TimedDDIM:
         self.watch_heap = watch_heap
         self.alone: dict[str, float] = {}
         self.flops: dict[str, int] = {}
-        self.product_seconds: dict[str, float] = {}
+        self.counted_op_seconds: dict[str, float] = {}
         self.heap: dict[str, PeakHeap] = {}
 
     def __call__(self, model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.5):
@@ -313,7 +296,7 @@ class TimedDDIM:
                 self.alone[part] = sum(self.best_of(call) for call in calls)
                 if self.count_work:
                     self.flops[part] = sum(count_flops(call) for call in calls)
-                    self.product_seconds[part] = sum(product_seconds(call, self.timer.synchronize) for call in calls)
+                    self.counted_op_seconds[part] = sum(counted_op_seconds(call, self.timer.synchronize) for call in calls)
                 if self.watch_heap:
                     self.heap[part] = max((peak_heap(call) for call in calls), key=lambda watcher: watcher.peak_bytes)
         return samples
@@ -385,7 +368,7 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
         config, models, timer, sampler_function.alone, build_seconds, rss_after_build, device, load_before
     )
     if config.flops:
-        result.update(work_summary(sampler_function.flops, sampler_function.product_seconds, result, device,
+        result.update(work_summary(sampler_function.flops, sampler_function.counted_op_seconds, result, device,
                                    compute_dtype(config)))
     if config.heap:
         result.update(heap_summary(sampler_function.heap))
@@ -395,7 +378,7 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
 def compute_dtype(config: BenchConfig) -> torch.dtype:
     """The dtype the layers compute in on this device (ComfyUI's choice, or the pack's opt-in bf16 on a CPU)."""
     setup = inference_setup_for(None, WEIGHT_DTYPES[config.dtype], config.cpu_matmul, config.cpu_compute)
-    return setup[2] or WEIGHT_DTYPES[config.dtype]
+    return setup.manual_cast_dtype or WEIGHT_DTYPES[config.dtype]
 
 
 def work_summary(flops: dict[str, int], products: dict[str, float], result: dict, device: torch.device,
@@ -408,11 +391,11 @@ def work_summary(flops: dict[str, int], products: dict[str, float], result: dict
     as a fraction of the official step."""
     total = sum(flops.values())
     in_products = sum(products.values())
-    best = best_product_gflops(device, dtype)
+    best = best_matmul_gflops(device, dtype)
     summary = {
         "flops_per_step": {**flops, "total": total},
         "achieved_gflops": total / result["seconds_per_step"] / 1e9,
-        "best_product_gflops": best,
+        "best_matmul_gflops": best,
         "floor_seconds_per_step": total / best / 1e9,
         "product_seconds_per_step": {**products, "total": in_products},
         "product_gflops": total / in_products / 1e9 if in_products else None,
@@ -546,7 +529,7 @@ def format_work(result: dict) -> list[str]:
     parts = ", ".join(f"{name} {count / giga:.1f}" for name, count in flops.items() if name != "total")
     lines = [
         f"  work per step {flops['total'] / giga:.1f} GFLOP ({parts}), achieved {result['achieved_gflops']:.0f} GFLOP/s",
-        f"  best single product here {result['best_product_gflops']:.0f} GFLOP/s ({result['compute_dtype']}): "
+        f"  best single product here {result['best_matmul_gflops']:.0f} GFLOP/s ({result['compute_dtype']}): "
         f"floor {result['floor_seconds_per_step']:.3f} s per step (the work at that rate, nothing else)",
     ]
     if result["product_gflops"] is not None:

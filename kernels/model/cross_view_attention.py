@@ -15,9 +15,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .checkpoint_layout import CrossViewPlacement, cross_view_placements
+from ..checkpoint.layout import CrossViewPlacement, cross_view_placements
 from .gated_gelu import geglu
-from .token_slices import apply_in_slices
 from .view_windows import ViewWindows
 
 # attention(q, k, v, heads) -> out, all [..., T, heads * dim_head]: leading dims are batch, any strides
@@ -137,10 +136,8 @@ class GEGLUFeedForward(nn.Module):
 
 
 class ViewTransformerBlock(nn.Module):
-    """``transformer_blocks.0``: two pre-norm windowed view attentions, then a pre-norm GEGLU feed-forward."""
-
-    # Tokens (views x positions) per slice on a CPU, None for one pass; see ``forward``.
-    cpu_slice_tokens: int | None = None
+    """``transformer_blocks.0``: two pre-norm windowed view attentions, then a pre-norm GEGLU feed-forward.
+    Nothing in the block mixes spatial positions."""
 
     def __init__(self, channels: int, heads: int, max_len: int, operations=nn, dtype=None, device=None):
         super().__init__()
@@ -155,17 +152,7 @@ class ViewTransformerBlock(nn.Module):
         self.ff_norm = operations.LayerNorm(channels, eps=LAYER_NORM_EPS, **kwargs)
 
     def forward(self, h: torch.Tensor, windows: ViewWindows, attention: Attention) -> torch.Tensor:
-        """h [V, D, C] -> [V, D, C]. Nothing in the block mixes spatial positions, so with
-        ``cpu_slice_tokens`` set it runs on a CPU over slices of positions, that many tokens at a time: the
-        same numbers, with every intermediate (queries, keys, values, the 8C-wide feed-forward state) kept
-        small and out of the process's peak memory."""
-        views, positions = h.shape[:2]
-        limit = self.cpu_slice_tokens
-        if limit is None or h.device.type != "cpu" or views * positions <= limit:
-            return self.transform(h, windows, attention)
-        return apply_in_slices(lambda part: self.transform(part, windows, attention), h, 1, max(1, limit // views))
-
-    def transform(self, h: torch.Tensor, windows: ViewWindows, attention: Attention) -> torch.Tensor:
+        """h [V, D, C] -> [V, D, C]."""
         for attend, norm in zip(self.attention_blocks, self.norms, strict=True):
             h = attend(norm(h), windows, attention) + h
         return self.ff(self.ff_norm(h)) + h
@@ -306,13 +293,6 @@ class CrossViewModuleSet(nn.Module):
             dtype=dtype,
             device=device,
         )
-
-    def slice_on_cpu_(self, tokens: int | None) -> CrossViewModuleSet:
-        """Sets every transformer block's ``cpu_slice_tokens`` (None: one pass); returns self."""
-        for block in self.modules():
-            if isinstance(block, ViewTransformerBlock):
-                block.cpu_slice_tokens = tokens
-        return self
 
     def module_at(self, location: str, block_index: int, order: int = 0) -> CrossViewModule:
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checkpoint_layout import SCHEDULE_BUFFERS
+from .layout import SCHEDULE_BUFFERS
 
 COMPONENT_FILES = {
     "unet": "diffportrait3d_unet.safetensors",

@@ -1,0 +1,1 @@
+"""The official checkpoint and the converted files."""
