@@ -141,3 +141,17 @@ def test_without_motion_modules_there_are_none():
     got = expected_checkpoint_shapes(config)
     assert not any("motion_module" in key for key in got)
     assert len(got) == 2937 - 756
+
+
+def test_the_shipped_architectures_are_the_fixtures():
+    """The package carries the official and the tiny architecture (the converter's default and the benchmark's
+    quick model); they must stay the ones the fixtures' checkpoints were made with."""
+    from diffportrait3d.kernels.checkpoint.convert import (
+        OFFICIAL_CONFIG_PATH,
+        TINY_CONFIG_PATH,
+        load_architecture,
+    )
+
+    assert load_architecture(OFFICIAL_CONFIG_PATH) == official_config()
+    assert load_architecture(TINY_CONFIG_PATH) == tiny_config()
+    assert load_architecture(TINY_CONFIG_PATH) != load_architecture(OFFICIAL_CONFIG_PATH)

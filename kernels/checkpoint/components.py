@@ -18,7 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layout import SCHEDULE_BUFFERS
+from .layout import (
+    APPEARANCE_PREFIX,
+    AUTOENCODER_PREFIX,
+    DIFFUSION_PREFIX,
+    POSE_PREFIX,
+    SCHEDULE_BUFFERS,
+    TEXT_TRANSFORMER_PREFIX,
+)
 
 COMPONENT_FILES = {
     "unet": "diffportrait3d_unet.safetensors",
@@ -28,10 +35,8 @@ COMPONENT_FILES = {
     "vae": "diffportrait3d_vae.safetensors",
     "text_encoder": "diffportrait3d_text_encoder.safetensors",
 }
-REQUIRED_COMPONENTS = ("unet", "appearance", "pose_controlnet", "cross_view")
-
-UNET_PREFIX = "model.diffusion_model."
 MOTION_MARKER = "_motion_module"
+CONTROLNET_PREFIX = "control_model."  # of the converted pose ControlNet: the original ControlNet's own prefix
 
 
 @dataclass(frozen=True)
@@ -45,21 +50,21 @@ class Routing:
 
 def route_key(key: str) -> Routing:
     """Route one official key (see the module table). Unknown prefixes come back as dropped 'unknown key'."""
-    if key.startswith(UNET_PREFIX):
-        rest = key[len(UNET_PREFIX) :]
+    if key.startswith(DIFFUSION_PREFIX):
+        rest = key[len(DIFFUSION_PREFIX) :]
         component = "cross_view" if MOTION_MARKER in rest.split(".", 1)[0] else "unet"
         return Routing(component, rest)
-    if key.startswith("control_model."):
-        rest = key[len("control_model.") :]
+    if key.startswith(APPEARANCE_PREFIX):
+        rest = key[len(APPEARANCE_PREFIX) :]
         if rest.startswith("input_hint_block."):
             return Routing(None, None, "appearance net hint block: present in the checkpoint, never executed")
         return Routing("appearance", rest)
-    if key.startswith("pose_control_model."):
-        return Routing("pose_controlnet", "control_model." + key[len("pose_control_model.") :])
-    if key.startswith("first_stage_model."):
-        return Routing("vae", key[len("first_stage_model.") :])
-    if key.startswith("cond_stage_model.transformer."):
-        rest = key[len("cond_stage_model.transformer.") :]
+    if key.startswith(POSE_PREFIX):
+        return Routing("pose_controlnet", CONTROLNET_PREFIX + key[len(POSE_PREFIX) :])
+    if key.startswith(AUTOENCODER_PREFIX):
+        return Routing("vae", key[len(AUTOENCODER_PREFIX) :])
+    if key.startswith(TEXT_TRANSFORMER_PREFIX):
+        rest = key[len(TEXT_TRANSFORMER_PREFIX) :]
         if rest.endswith("embeddings.position_ids"):
             return Routing(None, None, "CLIP position ids: a constant arange, rebuilt by every CLIP loader")
         if not rest.startswith("text_model."):

@@ -19,7 +19,8 @@ DIFFUSION_PREFIX = "model.diffusion_model."
 APPEARANCE_PREFIX = "control_model."
 POSE_PREFIX = "pose_control_model."
 AUTOENCODER_PREFIX = "first_stage_model."
-TEXT_ENCODER_PREFIX = "cond_stage_model.transformer.text_model."
+TEXT_TRANSFORMER_PREFIX = "cond_stage_model.transformer."
+TEXT_ENCODER_PREFIX = TEXT_TRANSFORMER_PREFIX + "text_model."
 
 # LatentDiffusion.register_schedule buffers plus ``logvar``; each holds one value per timestep.
 SCHEDULE_BUFFERS = (
@@ -140,7 +141,7 @@ def _per_level(value, levels: int, name: str) -> list[int]:
 _UNSUPPORTED_UNET_OPTIONS = ("resblock_updown", "disable_self_attentions", "num_attention_blocks")
 
 
-def unet_blocks(params: dict) -> list[UNetBlock]:
+def unet_block_layout(params: dict) -> list[UNetBlock]:
     """The input, middle and output blocks of an ldm ``UNetModel``/``ControlNet`` built from ``params``.
 
     Follows openaimodel: ``num_res_blocks`` ResBlocks per level (each followed by a SpatialTransformer
@@ -286,7 +287,7 @@ def unet_shapes(
     ]
     if with_hint_block:
         parts.append(hint_block_shapes(params["hint_channels"], base, prefix))
-    for block in unet_blocks(params):
+    for block in unet_block_layout(params):
         if block.location == "output" and not with_output_blocks:
             continue
         for position, layer in enumerate(block.layers):
@@ -332,7 +333,7 @@ def cross_view_placements(unet_params: dict) -> list[CrossViewPlacement]:
     if _motion_settings(unet_params) is None:
         return []
     placements = []
-    for block in unet_blocks(unet_params):
+    for block in unet_block_layout(unet_params):
         if block.location == "input":
             if block.index == 0:
                 continue

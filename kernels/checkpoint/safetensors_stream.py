@@ -29,6 +29,7 @@ SAFETENSORS_DTYPE_NAMES = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
+SAFETENSORS_DTYPES = {name: dtype for dtype, name in SAFETENSORS_DTYPE_NAMES.items()}  # header name -> torch dtype
 
 
 def write_safetensors_streaming(

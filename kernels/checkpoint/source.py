@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 
 from .errors import ConversionError
+from .safetensors_stream import SAFETENSORS_DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +115,8 @@ def _load_pickle_weights_only(path: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
 def _safetensors_dtype(name: str) -> torch.dtype:
-    return _SAFETENSORS_DTYPES.get(name, torch.float32)
+    return SAFETENSORS_DTYPES.get(name, torch.float32)
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 16 << 20) -> str:
