@@ -7,7 +7,12 @@ import torch
 from diffusers import DDIMScheduler
 from safetensors.torch import load_file
 
-from diffportrait3d.kernels.model.ddim_sampling import ddim_step, official_ddim_timesteps, sample_ddim
+from diffportrait3d.kernels.model.ddim_sampling import (
+    alpha_cumprod_of_sigma,
+    ddim_step,
+    official_ddim_timesteps,
+    sample_ddim,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -86,3 +91,11 @@ def test_full_sampling_loop_matches_diffusers_ddim_with_eta(eta):
     )
     # diffusers keeps its schedule in float32: agreement to float32 precision of values up to ~20
     assert (result - reference).abs().max().item() < 1e-5
+
+
+def test_alpha_cumprod_of_a_float_sigma_is_the_python_float_value():
+    """The 3D-aware start (``start_latent.q_sample``) takes ``a`` of Python float sigmas: float64, bit for bit."""
+    for sigma in (0.029167, 0.5, 1.0, 3.14159, 14.614642, 157.40723):
+        assert alpha_cumprod_of_sigma(sigma).dtype == torch.float64
+        assert float(alpha_cumprod_of_sigma(sigma)) == 1.0 / (1.0 + sigma**2)
+    assert float(alpha_cumprod_of_sigma(torch.tensor(14.614642))) == 1.0 / (1.0 + float(torch.tensor(14.614642)) ** 2)

@@ -27,17 +27,14 @@ import math
 
 import torch
 
+from ..model.ddim_sampling import alpha_cumprod_of_sigma
+
 OFFICIAL_START_TIMESTEP = 999
-
-
-def alpha_cumprod(sigma: float) -> float:
-    """``a = 1 / (1 + sigma^2)``."""
-    return 1.0 / (1.0 + float(sigma) ** 2)
 
 
 def q_sample(prior: torch.Tensor, eps: torch.Tensor, sigma_start: float) -> torch.Tensor:
     """Official ``q_sample``: ``sqrt(a_s) prior + sqrt(1 - a_s) eps`` with ``a_s = 1 / (1 + sigma_start^2)``."""
-    a_start = alpha_cumprod(sigma_start)
+    a_start = float(alpha_cumprod_of_sigma(sigma_start))  # computed in float64, as Python floats are
     return math.sqrt(a_start) * prior + math.sqrt(1.0 - a_start) * eps
 
 
