@@ -72,13 +72,6 @@ def _add_poses(commands) -> None:
     parser.set_defaults(run=_run_poses)
 
 
-def _colour(text: str, name: str) -> tuple[float, float, float]:
-    value = text.strip().lstrip("#")
-    if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
-        raise ValueError(f"{name}: '{text}' is not #rrggbb")
-    return tuple(int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
-
-
 def _run_poses(options) -> int:
     import json
     from pathlib import Path
@@ -86,7 +79,7 @@ def _run_poses(options) -> int:
     from ..kernels.image_grid import image_grid
     from ..kernels.poses.camera import PIVOTS
     from ..kernels.poses.camera_paths import camera_path
-    from ..kernels.poses.head_template import HeadLook, render_template_head
+    from ..kernels.poses.head_template import HeadLook, parse_hex_colour, render_template_head
     from .png_writer import write_png
 
     try:
@@ -102,8 +95,8 @@ def _run_poses(options) -> int:
             options.preset, options.views, options.a, options.b, options.yaw_min, options.yaw_max, options.pitch,
             options.keyframes, options.interpolation, pivot=pivot,
         )
-        look = HeadLook(skin=_colour(options.skin, "--skin"), hair=_colour(options.hair, "--hair"))
-        background = _colour(options.background, "--background")
+        look = HeadLook(skin=parse_hex_colour(options.skin, "--skin"), hair=parse_hex_colour(options.hair, "--hair"))
+        background = parse_hex_colour(options.background, "--background")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

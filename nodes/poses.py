@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 
 import torch
 from comfy_api.latest import io, ui
@@ -32,6 +31,7 @@ from ..kernels.poses.head_template import (
     WORLD_UNITS_PER_CM,
     HeadLook,
     head_radius_cm,
+    parse_hex_colour,
     render_template_head,
 )
 from ..kernels.poses.mesh_render import render_mesh_views
@@ -42,16 +42,7 @@ CATEGORY = "DiffPortrait3D/poses"
 MAX_SIZE = 4096
 
 
-def parse_hex_colour(text: str, input_name: str) -> tuple[float, float, float]:
-    """'#rrggbb' (or 'rrggbb') -> RGB floats in [0, 1]; ValueError naming the node input otherwise."""
-    match = re.fullmatch(r"#?([0-9a-fA-F]{6})", text.strip())
-    if not match:
-        raise ValueError(f"{input_name}: '{text}' is not a colour; write it as #rrggbb, e.g. #ffffff for white")
-    value = match.group(1)
-    return tuple(int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
-
-
-def check_size(size: int) -> int:
+def check_pixel_size(size: int) -> int:
     if size % 8 or size < 64:
         raise ValueError(f"size: {size} must be a multiple of 8 and at least 64 (the VAE works on 8x8 blocks); try 512")
     return size
@@ -202,7 +193,7 @@ class PoseTemplateHead(io.ComfyNode):
             skin=parse_hex_colour(skin, "skin"), hair=parse_hex_colour(hair, "hair"),
             hair_volume_cm=hair_volume, head_scale=head_scale, eye_height=eye_height,
         )
-        images, masks = render_template_head(cameras, check_size(size), size, look, parse_hex_colour(background, "background"), antialias)
+        images, masks = render_template_head(cameras, check_pixel_size(size), size, look, parse_hex_colour(background, "background"), antialias)
         return io.NodeOutput(images, masks)
 
 
@@ -233,7 +224,7 @@ class PoseDrivingFrames(io.ComfyNode):
     @classmethod
     def execute(cls, cameras, frames, size, frame_poses, yaw_start, yaw_end, per_frame_angles, background, frame_masks=None) -> io.NodeOutput:
         cameras = check_cameras(cameras)
-        check_size(size)
+        check_pixel_size(size)
         count = frames.shape[0]
         if frame_poses == "per_frame":
             try:
@@ -289,7 +280,7 @@ class PoseMesh(io.ComfyNode):
     @classmethod
     def execute(cls, cameras, obj_path, placement, size, colour, background, two_sided) -> io.NodeOutput:
         cameras = check_cameras(cameras)
-        check_size(size)
+        check_pixel_size(size)
         try:
             vertices, faces, colours = load_obj(obj_path.strip())
         except ValueError as error:
@@ -331,7 +322,7 @@ class PoseDepth(io.ComfyNode):
     @classmethod
     def execute(cls, cameras, depth, size, relief, background_below, background, colour=None, mask=None) -> io.NodeOutput:
         cameras = check_cameras(cameras)
-        check_size(size)
+        check_pixel_size(size)
         depth_map = depth[0, ..., :3].mean(-1)
         if colour is not None and colour.shape[1:3] != depth.shape[1:3]:
             raise ValueError(f"colour: must match the depth size {tuple(depth.shape[1:3])}, got {tuple(colour.shape[1:3])}")

@@ -2,10 +2,16 @@
 
 import math
 
+import pytest
 import torch
 
 from diffportrait3d.kernels.poses.camera import CameraSet
-from diffportrait3d.kernels.poses.head_template import HeadLook, render_template_head, template_head_mesh
+from diffportrait3d.kernels.poses.head_template import (
+    HeadLook,
+    parse_hex_colour,
+    render_template_head,
+    template_head_mesh,
+)
 from diffportrait3d.kernels.poses.rasterizer import interpolate, project_points, rasterize
 
 NOSE_TIP = torch.nn.functional.normalize(torch.tensor([0.0, math.sin(-0.36), math.cos(-0.36)]), dim=0)
@@ -87,3 +93,11 @@ def test_supersampling_softens_edges_only():
     fractional = ((soft > 0) & (soft < 1)).float().sum()
     assert fractional > 20
     assert ((soft - hard).abs() > 0.5).float().mean() < 0.03
+
+
+def test_hex_colours_are_parsed_and_a_bad_one_names_its_input():
+    assert parse_hex_colour("#ff8000", "skin") == (1.0, 128 / 255, 0.0)
+    assert parse_hex_colour(" 33241A ", "--hair") == (0x33 / 255, 0x24 / 255, 0x1A / 255)
+    for bad in ("#fff", "#ff800", "#gg0000", "##ff8000", ""):
+        with pytest.raises(ValueError, match=r"^--background: '.*' is not a colour; write it as #rrggbb"):
+            parse_hex_colour(bad, "--background")

@@ -26,7 +26,7 @@ def check_batch(images: torch.Tensor, views: int, input_name: str) -> torch.Tens
     return images.expand(views, -1, -1, -1) if images.shape[0] == 1 else images
 
 
-def check_size(images: torch.Tensor, height: int, width: int, input_name: str) -> torch.Tensor:
+def check_image_size(images: torch.Tensor, height: int, width: int, input_name: str) -> torch.Tensor:
     if tuple(images.shape[1:3]) != (height, width):
         raise ValueError(
             f"{input_name}: images are {images.shape[2]}x{images.shape[1]} (WxH) but the views are {width}x{height} "
@@ -92,4 +92,4 @@ def prior_images(
     if images is None:
         raise ValueError(f"{name}: source '{source}' needs an IMAGE batch; connect it")
     images = check_batch(to_rgb(images, name).float(), views, name)
-    return check_size(images, height, width, name).contiguous()
+    return check_image_size(images, height, width, name).contiguous()

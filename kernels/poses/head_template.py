@@ -15,6 +15,7 @@ unit direction from the head centre), so eyes, brows and lips stay crisp at any 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,16 @@ class HeadLook:
     hair_volume_cm: float = 1.5
     head_scale: float = 1.0
     eye_height: float = DEFAULT_EYE_HEIGHT
+
+
+def parse_hex_colour(text: str, input_name: str) -> tuple[float, float, float]:
+    """'#rrggbb' (or 'rrggbb') -> RGB floats in [0, 1]; ValueError naming ``input_name`` (the node input or
+    command line option) otherwise."""
+    match = re.fullmatch(r"#?([0-9a-fA-F]{6})", text.strip())
+    if not match:
+        raise ValueError(f"{input_name}: '{text}' is not a colour; write it as #rrggbb, e.g. #ffffff for white")
+    value = match.group(1)
+    return tuple(int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
 
 
 @dataclass
