@@ -29,10 +29,12 @@ def start_comfyui(
     temp_directory: Path | None = None,
     extra_model_paths: tuple[Path, ...] = (),
     pytorch_attention: bool = False,
+    host_model_paths: bool = True,
 ) -> types.SimpleNamespace:
     """Import the ComfyUI at ``host`` (default: found as the tests find it), load its built-in nodes and
     this pack, and return ``(path, nodes, folder_paths, execution)``. ``cpu=None``: CPU when torch sees no
-    CUDA. Directories and extra model path YAML files are applied like ComfyUI's own command line does;
+    CUDA. Directories and extra model path YAML files are applied like ComfyUI's own command line does
+    (the host's own ``extra_model_paths.yaml`` too, unless ``host_model_paths`` is False);
     ``pytorch_attention`` is ComfyUI's ``--use-pytorch-cross-attention``.
     A second call returns the first session (ComfyUI's state is process-wide)."""
     global _SESSION
@@ -62,7 +64,8 @@ def start_comfyui(
     import folder_paths
 
     host_yaml = host / "extra_model_paths.yaml"
-    for config in ([host_yaml] if host_yaml.is_file() else []) + [Path(p) for p in extra_model_paths]:
+    host_configs = [host_yaml] if host_model_paths and host_yaml.is_file() else []
+    for config in host_configs + [Path(p) for p in extra_model_paths]:
         if not config.is_file():
             raise FileNotFoundError(f"--extra-model-paths-config: {config} does not exist")
         extra_config.load_extra_path_config(str(config))

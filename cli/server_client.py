@@ -16,19 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .workflow_format import combo_options, input_specs
-from .workflow_jobs import JobError, ModelFile, job_prompt, model_files, output_files
+from .workflow_jobs import JobError, ModelFile, describe_rejection, job_prompt, model_files, output_files
 
 
 class ServerError(RuntimeError):
-    pass
+    """A request that failed; ``body`` is the server's answer to it when it gave one (an HTTP error)."""
 
-
-def describe_node_errors(node_errors: dict) -> str:
-    lines = []
-    for node_id, entry in (node_errors or {}).items():
-        for error in entry.get("errors", []):
-            lines.append(f"  node {node_id} {entry.get('class_type', '')}: {error.get('message')}: {error.get('details')}")
-    return "\n".join(lines)
+    def __init__(self, message: str, body: str = ""):
+        super().__init__(message)
+        self.body = body
 
 
 class ComfyServer:
@@ -47,7 +43,7 @@ class ComfyServer:
                 return response.read()
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", "replace")
-            raise ServerError(f"{self.url}{path}: HTTP {error.code}: {detail[:2000]}") from error
+            raise ServerError(f"{self.url}{path}: HTTP {error.code}: {detail[:2000]}", body=detail) from error
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             raise ServerError(f"{self.url}{path}: cannot reach the server ({error}); is ComfyUI running there?") from error
 
@@ -74,7 +70,7 @@ class ComfyServer:
         try:
             answer = json.loads(self.request("POST", "/prompt", body, {"Content-Type": "application/json"}))
         except ServerError as error:
-            raise ServerError(f"{self.url} rejected the prompt: {error}") from error
+            raise ServerError(f"{self.url} rejected the prompt: {rejection_reasons(error.body) or error}") from error
         return answer["prompt_id"]
 
     def wait_for(self, prompt_id: str, timeout: float, poll: float = 0.5) -> dict:
@@ -107,6 +103,18 @@ class ComfyServer:
             if item.filename not in (options[item.class_type].get(item.input_name) or []):
                 missing.append(item)
         return missing
+
+
+def rejection_reasons(body: str) -> str | None:
+    """The reasons in the answer to a refused ``POST /prompt`` (``{"error": ..., "node_errors": ...}``, what
+    ``execution.validate_prompt`` found); None when ``body`` is not such an answer."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or "error" not in answer or "node_errors" not in answer:
+        return None
+    return describe_rejection(answer["error"], answer["node_errors"])
 
 
 def execution_error(status: dict) -> str:

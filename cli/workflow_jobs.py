@@ -139,6 +139,18 @@ def missing_models_message(missing: list[ModelFile], folder_paths: dict[str, lis
     return "\n".join(lines)
 
 
+def describe_rejection(error, node_errors: dict | None) -> str:
+    """Why ComfyUI rejected a prompt, from ``execution.validate_prompt``'s error and node errors (the body of a
+    refused ``POST /prompt`` holds the same two): ``<message>: <details>``, then one line per node error."""
+    if isinstance(error, dict):
+        error = f"{error.get('message')}: {error.get('details')}"
+    lines = [str(error)]
+    for node_id, entry in (node_errors or {}).items():
+        for reason in entry.get("errors", []):
+            lines.append(f"  node {node_id} {entry.get('class_type', '')}: {reason.get('message')}: {reason.get('details')}")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class OutputFile:
     """One file a job produced (as ComfyUI's history lists it) and its name in the ``--out`` folder."""

@@ -8,7 +8,14 @@ import shutil
 import uuid
 from pathlib import Path
 
-from .workflow_jobs import JobError, ModelFile, missing_models_message, model_files, output_files
+from .workflow_jobs import (
+    JobError,
+    ModelFile,
+    describe_rejection,
+    missing_models_message,
+    model_files,
+    output_files,
+)
 
 
 class ExecutorMessages:
@@ -57,11 +64,7 @@ def validate(execution, prompt: dict) -> list[str]:
 
     valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
     if not valid:
-        lines = [f"ComfyUI rejected the workflow: {error.get('message')}: {error.get('details')}"]
-        for node_id, entry in node_errors.items():
-            for reason in entry.get("errors", []):
-                lines.append(f"  node {node_id} {entry.get('class_type')}: {reason['message']}: {reason['details']}")
-        raise JobError("\n".join(lines))
+        raise JobError(f"ComfyUI rejected the workflow: {describe_rejection(error, node_errors)}")
     return outputs
 
 

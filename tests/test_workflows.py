@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from diffportrait3d.cli.server_client import rejection_reasons
 from diffportrait3d.cli.workflow_format import NOTE_TYPES, is_link, ui_matches_api
 from diffportrait3d.cli.workflow_graphs import CONTROL_TITLES, OFFICIAL, OUTPUT_ROLES, WORKFLOWS
 from diffportrait3d.cli.workflow_jobs import (
     JobError,
+    describe_rejection,
     job_name,
     job_prompt,
     load_prompt,
@@ -131,3 +133,17 @@ def test_inputs_of_the_run_command(tmp_path):
     with pytest.raises(JobError, match="no such file"):
         portrait_paths([str(tmp_path / "missing.png")])
     assert job_name(tmp_path / "my portrait (1).png").startswith("my_portrait_1_")
+
+
+def test_a_rejected_prompt_is_described_the_same_in_process_and_over_http():
+    error = {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": ""}
+    node_errors = {"33": {"class_type": "DP3DCrossViewSampler", "dependent_outputs": ["40"], "errors": [
+        {"type": "value_not_in_list", "message": "Value not in list", "details": "sampler: 'x' not in ['ddim']"},
+    ]}}
+    described = describe_rejection(error, node_errors)
+    assert described.splitlines() == [
+        "Prompt outputs failed validation: ",
+        "  node 33 DP3DCrossViewSampler: Value not in list: sampler: 'x' not in ['ddim']",
+    ]
+    assert rejection_reasons(json.dumps({"error": error, "node_errors": node_errors})) == described  # POST /prompt 400
+    assert rejection_reasons("Internal Server Error") is None and rejection_reasons('{"error": "x"}') is None
