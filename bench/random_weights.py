@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 
-BUFFER_SUFFIXES_KEPT = (".pos_encoder.pe", "pos_encoder.pe")  # positional tables: keep their sinusoid
-
 
 @torch.no_grad()
 def fill_random_weights_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -38,7 +38,10 @@ _import_this_checkout()
 torch.set_num_threads(1)
 sys.path.insert(0, str(ROOT / "tests"))  # shared test helpers (tests/*_helpers.py)
 
+from diffportrait3d.bench.random_weights import fill_random_weights_  # noqa: E402
 from diffportrait3d.cli.comfy_host import comfyui_candidates, find_comfyui  # noqa: E402
+from diffportrait3d.cli.comfy_session import start_comfyui  # noqa: E402
+from diffportrait3d.cli.workflow_runner import ExecutorMessages  # noqa: E402
 
 HOST = find_comfyui(ROOT)
 HOST_SKIP_REASON = "no ComfyUI host found (searched: {}); see README 'Tests against a real ComfyUI'".format(
@@ -77,57 +80,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @pytest.fixture(scope="session")
 def comfy_host(tmp_path_factory):
-    """The real ComfyUI, imported in-process on the CPU, with its built-in nodes and this pack loaded.
+    """The real ComfyUI, imported in-process on the CPU, with its built-in nodes and this pack loaded
+    (``start_comfyui`` of the command line; the host's own extra_model_paths.yaml is not read).
 
     Returns a namespace with ``path``, the ``nodes`` module and ``pack_module`` (the pack as ComfyUI
     imported it through ``nodes.load_custom_node``).
     """
     if HOST is None:
         pytest.skip(HOST_SKIP_REASON)
-    if str(HOST) not in sys.path:
-        sys.path.insert(0, str(HOST))
-    from comfy.cli_args import args
-
-    args.cpu = True
-    args.disable_api_nodes = True
-    # Order matters: model_management reads args.cpu at import; ComfyUI imports utils.extra_config before nodes.
-    importlib.import_module("comfy.model_management")
-    importlib.import_module("utils.extra_config")
-    nodes = importlib.import_module("nodes")
-    import folder_paths
-
     # Previews and saved files of test prompts never land in the host's own folders.
     scratch = tmp_path_factory.mktemp("comfy_host")
-    folder_paths.set_temp_directory(str(scratch / "temp"))
-    folder_paths.set_output_directory(str(scratch / "output"))
-
-    async def _load():
-        await nodes.init_builtin_extra_nodes()
-        return await nodes.load_custom_node(str(ROOT))
-
-    loaded = asyncio.run(_load())
-    if not loaded:
-        pytest.fail(f"ComfyUI could not load the pack at {ROOT} through nodes.load_custom_node")
+    try:
+        session = start_comfyui(
+            HOST, cpu=True, output_directory=scratch / "output", temp_directory=scratch / "temp", host_model_paths=False
+        )
+    except RuntimeError as error:
+        pytest.fail(f"ComfyUI could not load the pack at {ROOT}: {error}")
     module_name = str(ROOT).replace(".", "_x_")
-    return types.SimpleNamespace(path=HOST, nodes=nodes, pack_module=sys.modules[module_name])
-
-
-def init_tiny_weights(module: torch.nn.Module, seed: int = 0, scale: float = 1.0) -> torch.nn.Module:
-    """Seeded random weights for a ComfyUI module (``comfy.ops`` layers skip init and hold garbage).
-
-    Weights ~ N(0, scale/fan_in), norm weights 1 and biases small, so activations stay O(1).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if param.ndim >= 2:
-                fan_in = param[0].numel()
-                param.copy_(torch.randn(param.shape, generator=gen) * (scale / fan_in) ** 0.5)
-            elif "norm" in name and name.endswith("weight"):
-                param.copy_(1 + 0.1 * torch.randn(param.shape, generator=gen))
-            else:
-                param.copy_(0.05 * torch.randn(param.shape, generator=gen))
-    return module
+    return types.SimpleNamespace(path=session.path, nodes=session.nodes, pack_module=sys.modules[module_name])
 
 
 TINY_UNET_CONFIG = {
@@ -162,7 +132,7 @@ def tiny_sd15_model(comfy_host):
     config = comfy.supported_models.SD15(dict(TINY_UNET_CONFIG))
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({})
-    init_tiny_weights(model.diffusion_model, seed=1)
+    fill_random_weights_(model.diffusion_model, seed=1)  # comfy.ops layers skip init
     return comfy.model_patcher.ModelPatcher(
         model,
         load_device=comfy.model_management.get_torch_device(),
@@ -180,24 +150,8 @@ def tiny_controlnet(comfy_host):
 
     config = {k: v for k, v in TINY_UNET_CONFIG.items() if k != "out_channels"}
     net = comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, **config)
-    init_tiny_weights(net, seed=2)
+    fill_random_weights_(net, seed=2)
     return comfy.controlnet.ControlNet(net, load_device=comfy.model_management.get_torch_device())
-
-
-class RecordingServer:
-    """The minimum a ``PromptExecutor`` talks to: records every message instead of sending it."""
-
-    def __init__(self):
-        self.client_id = None
-        self.last_node_id = None
-        self.last_prompt_id = None
-        self.messages: list[tuple[str, dict]] = []
-
-    def send_sync(self, event, data, sid=None):
-        self.messages.append((event, data))
-
-    def queue_updated(self):
-        pass
 
 
 @pytest.fixture
@@ -215,7 +169,7 @@ def run_prompt(comfy_host):
         if expect_invalid:
             return valid
         assert valid[0], f"ComfyUI rejected the prompt: {valid[1]} {valid[3]}"
-        server = RecordingServer()
+        server = ExecutorMessages()
         executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0.0})
         executor.execute(prompt, prompt_id, {"client_id": "tests"}, valid[2])
         return executor, server
@@ -228,8 +182,12 @@ def tiny_dp3d_factory(comfy_host, tmp_path_factory):
     """Loads the tiny official model of a golden directory through the project's converter (fp32) and
     loaders: {"unet", "appearance", "cross_view", "pose"} (cached per directory)."""
     from diffportrait3d.kernels.checkpoint.convert import convert_checkpoint
-    from diffportrait3d.nodes.model_loading import load_cross_view_modules
-    from diffportrait3d.nodes.model_loading import load_appearance_net, load_dp3d_unet, load_pose_controlnet
+    from diffportrait3d.nodes.model_loading import (
+        load_appearance_net,
+        load_cross_view_modules,
+        load_dp3d_unet,
+        load_pose_controlnet,
+    )
 
     cache = {}
 
