@@ -19,7 +19,7 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy_api.latest import io
 
 from ..kernels.model.cross_view_attention import CrossViewModule, CrossViewModuleSet
-from ..kernels.model.view_windows import WINDOW_MODES, plan_view_windows, stacked_windows
+from ..kernels.model.view_windows import BLENDS, WINDOW_MODES, plan_view_windows, stacked_windows
 from .io_types import CrossViewModules
 from .unet_structure import block_channels, has_upsampler, require_unet, unet_blocks
 
@@ -29,7 +29,6 @@ MIDDLE_POLICIES = {
     "both branches": (True, True),
     "none": (False, False),
 }  # policy -> (applies to cond rows, applies to uncond rows)
-WINDOW_BLENDS = ("pyramid", "flat")
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,7 @@ def window_inputs() -> list:
         ),
         io.Int.Input("window_size", default=8, min=1, max=32, tooltip="views per window (trained with 8)"),
         io.Int.Input("window_stride", default=4, min=1, max=32, tooltip="step between windows (sliding/looped)"),
-        io.Combo.Input("window_blend", options=list(WINDOW_BLENDS), default="pyramid"),
+        io.Combo.Input("window_blend", options=list(BLENDS), default="pyramid"),
         io.Combo.Input(
             "middle_module",
             options=list(MIDDLE_POLICIES),
