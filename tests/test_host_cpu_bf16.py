@@ -28,8 +28,12 @@ def relative_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def bf16_tiny(tiny_dp3d_factory):
     """The tiny reference model loaded by the pack's loaders with $DIFFPORTRAIT3D_CPU_COMPUTE=bf16."""
-    from diffportrait3d.nodes.model_loading import load_cross_view_modules
-    from diffportrait3d.nodes.model_loading import load_appearance_net, load_dp3d_unet, load_pose_controlnet
+    from diffportrait3d.nodes.model_loading import (
+        load_appearance_net,
+        load_cross_view_modules,
+        load_dp3d_unet,
+        load_pose_controlnet,
+    )
 
     files = tiny_dp3d_factory(APPLY_FILES[0].parent)["files"]
     with pytest.MonkeyPatch.context() as environment:
