@@ -29,6 +29,22 @@ class SeparateCondCalls:
         return [executor(model, only, x_in, timestep, model_options)[i] for i, only in enumerate(alone)]
 
 
+def batched_and_apart(model, step) -> tuple[torch.Tensor, torch.Tensor]:
+    """``step(model)`` on a clone where ComfyUI batches cond and uncond into one UNet call, and on one where
+    every cond group is its own call; asserts that each clone really ran that way."""
+    import comfy.patcher_extension as ext
+
+    batched_model, apart_model = model.clone(), model.clone()
+    batched_chunks, apart_chunks = RecordChunks(), RecordChunks()
+    batched_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", batched_chunks)
+    apart_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", apart_chunks)
+    apart_model.add_wrapper_with_key(ext.WrappersMP.CALC_COND_BATCH, "test", SeparateCondCalls())
+    batched, apart = step(batched_model), step(apart_model)
+    assert sorted(batched_chunks.chunks[0]) == [0, 1]
+    assert all(len(chunks) == 1 for chunks in apart_chunks.chunks)
+    return batched, apart
+
+
 def guided_step(model, positive, negative, noise: torch.Tensor) -> torch.Tensor:
     """One guided DDIM step (cfg 3) from t=601 to the end, starting from ``noise`` on an empty latent."""
     import comfy.samplers

@@ -11,9 +11,9 @@ from guidance_helpers import (
     FIXTURES,
     SIZE,
     VIEWS,
-    RecordChunks,
     SeparateCondCalls,
     assert_equal_up_to_batch_shape_rounding,
+    batched_and_apart,
     guided_step,
     official_views_setup,
 )
@@ -34,15 +34,7 @@ def test_pose_controlnet_batched_on_conditional_rows_equals_separate_calls(tiny_
     assert isinstance(positive[0][1]["control"], ConditionalRowsControl)
     assert negative[0][1]["control"] is positive[0][1]["control"]
 
-    batched_model, apart_model = model.clone(), model.clone()
-    batched_chunks, apart_chunks = RecordChunks(), RecordChunks()
-    batched_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", batched_chunks)
-    apart_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", apart_chunks)
-    apart_model.add_wrapper_with_key(ext.WrappersMP.CALC_COND_BATCH, "test", SeparateCondCalls())
-    batched = guided_step(batched_model, positive, negative, noise)
-    apart = guided_step(apart_model, positive, negative, noise)
-    assert sorted(batched_chunks.chunks[0]) == [0, 1]
-    assert all(len(chunks) == 1 for chunks in apart_chunks.chunks)
+    batched, apart = batched_and_apart(model, lambda clone: guided_step(clone, positive, negative, noise))
     assert_equal_up_to_batch_shape_rounding(batched, apart)
 
     # The separate uncond call got no residuals at all: the ControlNet only ever saw conditional rows.

@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 from guidance_helpers import (
-    RecordChunks,
-    SeparateCondCalls,
     assert_equal_up_to_batch_shape_rounding,
+    batched_and_apart,
     guided_step,
 )
 from safetensors.torch import load_file
@@ -88,22 +87,13 @@ def one_guided_step(model, positive, negative, views):
 
 
 def test_cond_and_uncond_batched_or_apart_give_the_same_result(tiny_dp3d, golden):
-    import comfy.patcher_extension as ext
 
     from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
 
     views = 8
     model = apply_cross_view(reference_model(tiny_dp3d, golden), tiny_dp3d["cross_view"], CrossViewSettings())
     positive, negative = conditioning(tiny_dp3d, golden, views, with_pose=False)
-    batched_model, apart_model = model.clone(), model.clone()
-    batched_chunks, apart_chunks = RecordChunks(), RecordChunks()
-    batched_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", batched_chunks)
-    apart_model.add_wrapper_with_key(ext.WrappersMP.DIFFUSION_MODEL, "test", apart_chunks)
-    apart_model.add_wrapper_with_key(ext.WrappersMP.CALC_COND_BATCH, "test", SeparateCondCalls())
-    batched = one_guided_step(batched_model, positive, negative, views)
-    apart = one_guided_step(apart_model, positive, negative, views)
-    assert sorted(batched_chunks.chunks[0]) == [0, 1]  # ComfyUI really batched them
-    assert all(len(chunks) == 1 for chunks in apart_chunks.chunks)
+    batched, apart = batched_and_apart(model, lambda clone: one_guided_step(clone, positive, negative, views))
     assert_equal_up_to_batch_shape_rounding(batched, apart)
 
 

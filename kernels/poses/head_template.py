@@ -127,6 +127,18 @@ def head_radius_cm(directions: torch.Tensor, look: HeadLook = HeadLook()) -> tor
     return radius + features + ears + hair
 
 
+def _wrapped_grid_faces(rows: int, columns: int) -> torch.Tensor:
+    """[2 * rows * columns, 3] triangles of a grid of (rows + 1) x columns vertices stored row by row, each row
+    closed into a ring (the last column joins the first): two per cell, counter-clockwise when rows run
+    upwards and columns to the right."""
+    row = torch.arange(rows).unsqueeze(1)
+    col = torch.arange(columns).unsqueeze(0)
+    here = row * columns + col
+    right = row * columns + (col + 1) % columns
+    above, above_right = here + columns, right + columns
+    return torch.cat([torch.stack([here, right, above_right], -1), torch.stack([here, above_right, above], -1)]).reshape(-1, 3)
+
+
 def _sphere_grid(rows: int, columns: int):
     """Unit directions on a latitude/longitude grid (poles included) and its outward-facing triangles."""
     lat = torch.linspace(-math.pi / 2, math.pi / 2, rows + 1, dtype=torch.float64)
@@ -135,13 +147,7 @@ def _sphere_grid(rows: int, columns: int):
     directions = torch.stack(
         [torch.cos(lat_grid) * torch.sin(lon_grid), torch.sin(lat_grid), torch.cos(lat_grid) * torch.cos(lon_grid)], -1
     ).reshape(-1, 3)
-    row = torch.arange(rows).unsqueeze(1)
-    col = torch.arange(columns).unsqueeze(0)
-    here = row * columns + col
-    right = row * columns + (col + 1) % columns
-    up, up_right = here + columns, right + columns
-    faces = torch.cat([torch.stack([here, right, up_right], -1), torch.stack([here, up_right, up], -1)]).reshape(-1, 3)
-    return directions, faces
+    return directions, _wrapped_grid_faces(rows, columns)
 
 
 def _neck_tube(rows: int, columns: int):
@@ -151,13 +157,8 @@ def _neck_tube(rows: int, columns: int):
     h, a = torch.meshgrid(heights, angle, indexing="ij")
     flare = 1.0 + 1.6 * torch.sigmoid((-h - 22.0) / 3.0)  # widens toward the shoulders
     vertices = torch.stack([5.9 * flare * torch.sin(a), h, -1.6 + 6.0 * torch.cos(a) * (0.8 + 0.2 * flare)], -1)
-    row = torch.arange(rows).unsqueeze(1)
-    col = torch.arange(columns).unsqueeze(0)
-    here = row * columns + col
-    right = row * columns + (col + 1) % columns
-    down, down_right = here + columns, right + columns
-    faces = torch.cat([torch.stack([here, down_right, right], -1), torch.stack([here, down, down_right], -1)]).reshape(-1, 3)
-    return vertices.reshape(-1, 3), faces
+    # rows run downwards here, so the sphere grid's winding is reversed to face outwards
+    return vertices.reshape(-1, 3), _wrapped_grid_faces(rows, columns)[:, [0, 2, 1]]
 
 
 def build_head_mesh(look: HeadLook = HeadLook(), rows: int = 120, columns: int = 180) -> HeadMesh:
