@@ -70,11 +70,12 @@ class BenchConfig:
     weights' storage dtype (ComfyUI picks the compute dtype for the device), guidance, seed, the layers'
     float32 CPU products (``onednn`` or ``pytorch``) and the compute dtype on a CPU (``float32``, or the
     opt-in ``bf16``, which needs bf16 storage); see ``nodes/cpu/operations.py``. ``official``: a timing file of
-    the official code measured on this machine (``tests/bench_official.py --out FILE``, or
-    ``shared/reference/timings_full_cpu.json`` of the reference machine) to compare against. ``flops``: also count the floating-point work of a step (one
-    more untimed replay of the last step's calls) and probe the device's best product rate. ``heap``: also the
-    peak of the C heap's live bytes during one more replay (glibc only); with ``cpu_matmul="pytorch"`` and bf16
-    compute a CPU runs ComfyUI's GPU code path in 2-byte activations, so this estimates an fp16 GPU's need."""
+    the official code to compare against (``tests/bench_official.py --out FILE`` on this machine, or
+    ``shared/reference/timings_full_cpu.json`` of another); none is built in. ``flops``: also count the
+    floating-point work of a step (one more untimed replay of the last step's calls) and probe the device's
+    best product rate. ``heap``: also the peak of the C heap's live bytes during one more replay (glibc only);
+    with ``cpu_matmul="pytorch"`` and bf16 compute a CPU runs ComfyUI's GPU code path in 2-byte activations, so
+    this estimates an fp16 GPU's need."""
 
     model: str = "tiny"
     views: int = 8

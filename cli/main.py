@@ -206,8 +206,8 @@ def _add_bench(commands) -> None:
     )
     parser.add_argument(
         "--official", metavar="FILE",
-        help="compare with the official code timed on this machine (JSON of tests/bench_official.py --out FILE) "
-        "instead of the reference machine's numbers",
+        help="compare with the official code's timings in FILE: measured on this machine by tests/bench_official.py "
+        "--out FILE, or another machine's (shared/reference/timings_full_cpu.json); without it nothing is compared",
     )
     parser.add_argument(
         "--flops", action="store_true",
