@@ -1,6 +1,6 @@
 """The best matrix-product rate of this device: the ceiling a network's products can reach.
 
-A step's counted work (``kernels/flop_count.py``) divided by this rate is a floor on its time: the step could
+A step's counted work (``bench/flop_count.py``) divided by this rate is a floor on its time: the step could
 only be faster if its products, mostly far smaller than the probe's, ran faster than one large square
 product — and if nothing else took time.
 """

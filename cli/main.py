@@ -261,7 +261,7 @@ def _add_workflows(commands) -> None:
     parser = commands.add_parser(
         "workflows",
         help="write or check workflows/*.json (UI) and *.api.json from their descriptions",
-        description="Build the shared workflows from kernels/workflow_graphs.py with the node definitions of a "
+        description="Build the shared workflows from cli/workflow_graphs.py with the node definitions of a "
         "ComfyUI found like the tests find it (COMFYUI_PATH, ../.., ~/comfy/ComfyUI) and this pack.",
     )
     action = parser.add_mutually_exclusive_group(required=True)

@@ -16,7 +16,7 @@ sampler), alternating cond, uc; every call is timed with ``time.perf_counter`` a
 median + uc median (one CFG step). Peak RSS = VmHWM of /proc/self/status. ``--autocast bf16`` wraps each
 call in ``torch.autocast("cpu", dtype=torch.bfloat16)`` (weights stay float32). With default init the outputs
 are all zeros (the official code zero-initialises the UNet's output conv); the work done is the same.
-``--flops`` also counts each call's floating-point work once more, untimed (``kernels/flop_count.py``, the
+``--flops`` also counts each call's floating-point work once more, untimed (``bench/flop_count.py``, the
 count the pack's ``bench --flops`` makes): ``flops_cond``, ``flops_uc`` and ``flops_per_step`` per run.
 
 The official code is only imported, never copied: ``--official-repo`` is a checkout of

@@ -1,4 +1,4 @@
-"""kernels/broadcast_rows: equal rows held once, and oneDNN products that multiply such a row once."""
+"""kernels/cpu/broadcast_rows: equal rows held once, and oneDNN products that multiply such a row once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kernels/cpu_matmul: oneDNN float32 (and native bf16) products equal PyTorch's to their dtype's rounding,
+"""kernels/cpu/matmul: oneDNN float32 (and native bf16) products equal PyTorch's to their dtype's rounding,
 are really taken, and every case they do not cover is PyTorch's own result."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""kernels/flop_count: the CPU ops PyTorch's FLOP counter leaves out are counted as it counts their twins."""
+"""bench/flop_count: the CPU ops PyTorch's FLOP counter leaves out are counted as it counts their twins."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kernels/heap_usage: live heap bytes follow the tensors, and the watcher sees a peak the call has freed."""
+"""bench/heap_usage: live heap bytes follow the tensors, and the watcher sees a peak the call has freed."""
 
 from __future__ import annotations
 

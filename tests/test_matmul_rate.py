@@ -1,4 +1,4 @@
-"""kernels/product_rate: the device's best product rate, from timed square products."""
+"""bench/matmul_rate: the device's best product rate, from timed square products."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from diffportrait3d.bench import matmul_rate as product_rate
+from diffportrait3d.bench import matmul_rate
 from diffportrait3d.bench.matmul_rate import best_matmul_gflops
 
 
 def test_the_rate_is_the_work_of_one_product_over_its_fastest_time(monkeypatch):
     clock = iter([0.0, 0.5, 1.0, 1.25] * 2)  # two repeats per product path: 0.5 s, then 0.25 s
-    monkeypatch.setattr(product_rate.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(matmul_rate.time, "perf_counter", lambda: next(clock))
     assert best_matmul_gflops(size=64, repeats=2) == pytest.approx(2 * 64**3 / 0.25 / 1e9)
 
 
