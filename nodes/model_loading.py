@@ -24,6 +24,7 @@ import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from ..kernels.checkpoint.components import COMPONENT_FILES
+from ..kernels.checkpoint.errors import ConversionError
 from ..kernels.model.cross_view_attention import CrossViewModuleSet
 from ..kernels.model.image_range import to_signed_unit_range
 from ..kernels.model.unet_architecture import comfy_unet_kwargs
@@ -32,6 +33,7 @@ from .cpu.shared_text import SharedTextControlNet, share_text_context_
 from .cpu.swaps import has_cpu_layers, use_cpu_modules_
 
 MODEL_FOLDER = "diffportrait3d"
+RECONVERT = "convert it again: python -m diffportrait3d convert SRC --out models/diffportrait3d"
 
 
 def register_model_folder() -> None:
@@ -57,23 +59,57 @@ def model_file_path(filename: str, input_name: str, component: str) -> str:
 
 
 def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """State dict, architecture record and raw metadata of a converted file; a clear error when the file
-    is another component or not converted at all."""
-    state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    """State dict, architecture record and raw metadata of a converted file. A ``ConversionError`` naming
+    ``input_name``, the file and the fix when the file is unreadable (truncated, empty, a renamed pickle),
+    another component, not converted at all, or has a missing or broken ``dp3d.architecture`` record."""
+    name = os.path.basename(path)
+    try:
+        state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    except Exception as error:  # safetensors raises its own SafetensorError, torch a RuntimeError/pickle error
+        raise ConversionError(
+            f"{input_name}: {name} is not a readable safetensors file ({type(error).__name__}: {error}). "
+            f"It may be truncated or a renamed pickle; {RECONVERT}"
+        ) from None
     metadata = metadata or {}
     found = metadata.get("dp3d.component")
-    name = os.path.basename(path)
     if found is None:
-        raise ValueError(
+        raise ConversionError(
             f"{input_name}: {name} has no DiffPortrait3D metadata. Select {COMPONENT_FILES[component]}, "
             "made from the official checkpoint by: python -m diffportrait3d convert SRC --out models/diffportrait3d"
         )
     if found != component:
-        raise ValueError(
+        raise ConversionError(
             f"{input_name}: {name} holds the DiffPortrait3D '{found}' component, this input needs "
             f"'{component}' ({COMPONENT_FILES[component]})"
         )
-    return state_dict, json.loads(metadata["dp3d.architecture"]), metadata
+    architecture = recorded_json(metadata, "dp3d.architecture", input_name, name)
+    if not isinstance(architecture, dict):
+        raise ConversionError(f"{input_name}: {name} has a dp3d.architecture record that is not an object; {RECONVERT}")
+    return state_dict, architecture, metadata
+
+
+def recorded_json(metadata: dict, key: str, input_name: str, name: str):
+    """The JSON value stored under metadata ``key``, or a ``ConversionError`` when it is missing or not JSON."""
+    if key not in metadata:
+        raise ConversionError(f"{input_name}: {name} has no {key} record; {RECONVERT}")
+    try:
+        return json.loads(metadata[key])
+    except (TypeError, ValueError):
+        raise ConversionError(f"{input_name}: {name} has a {key} record that is not valid JSON; {RECONVERT}") from None
+
+
+def load_weights_strictly(module: torch.nn.Module, state_dict, input_name: str, path: str, what: str = "architecture"):
+    """Load ``state_dict`` into ``module``; every key must be present and fit (shape included), else a
+    ``ConversionError`` naming the input and file (a half-filled network would render black views)."""
+    try:
+        missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:  # size mismatches
+        first = str(error).strip().splitlines()[1:2] or [str(error)[:200]]
+        raise ConversionError(
+            f"{input_name}: {os.path.basename(path)} has tensors of the wrong shape for its recorded {what} "
+            f"({first[0].strip()}); {RECONVERT}"
+        ) from None
+    require_fit(missing, unexpected, input_name, path, what)
 
 
 @dataclass(frozen=True)
@@ -131,10 +167,12 @@ def model_patcher(network: torch.nn.Module, setup: NetworkSetup) -> comfy.model_
 
 
 def require_fit(missing, unexpected, input_name: str, path: str, what: str = "architecture") -> None:
+    """A ``ConversionError`` when a file lacks tensors its recorded ``what`` needs, or holds extra ones."""
     if missing or unexpected:
-        raise ValueError(
+        raise ConversionError(
             f"{input_name}: {os.path.basename(path)} does not fit its recorded {what} "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); convert it again"
+            f"({len(missing)} missing e.g. {list(missing)[:3]}, {len(unexpected)} unexpected e.g. "
+            f"{list(unexpected)[:3]}); {RECONVERT}"
         )
 
 
@@ -165,8 +203,9 @@ def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comf
     state_dict, architecture, _ = load_converted(path, "pose_controlnet", input_name)
     control = build_pose_controlnet(architecture, inference_setup(state_dict))
     weights = comfy.utils.state_dict_prefix_replace(state_dict, {"control_model.": ""}, filter_keys=True)
-    missing, unexpected = control.control_model.load_state_dict(weights, strict=False)
-    require_fit(missing, unexpected, input_name, path)
+    outside = sorted(key for key in state_dict if not key.startswith("control_model."))
+    require_fit([], outside, input_name, path)
+    load_weights_strictly(control.control_model, weights, input_name, path)
     return control
 
 
@@ -188,8 +227,7 @@ def load_appearance_net(path: str, input_name: str = "appearance_net") -> comfy.
     state_dict, architecture, _ = load_converted(path, "appearance", input_name)
     setup = inference_setup(state_dict)
     network = build_appearance_net(architecture, setup)
-    missing, unexpected = network.load_state_dict(state_dict, strict=False)
-    require_fit(missing, unexpected, input_name, path)
+    load_weights_strictly(network, state_dict, input_name, path)
     return model_patcher(network, setup)
 
 
@@ -217,7 +255,7 @@ def load_dp3d_unet(path: str, input_name: str = "unet") -> comfy.model_patcher.M
     state_dict, architecture, _ = load_converted(path, "unet", input_name)
     setup = inference_setup(state_dict)
     model = build_dp3d_unet(architecture, setup)
-    model.load_model_weights(state_dict, "")
+    load_weights_strictly(model.diffusion_model, model.model_config.process_unet_state_dict(state_dict), input_name, path)
     return model_patcher(model, setup)
 
 
@@ -225,8 +263,20 @@ def load_dp3d_vae(path: str, input_name: str = "vae") -> comfy.sd.VAE:
     """The checkpoint's VAE as ComfyUI's VAE, built from the recorded ddconfig (the full-size file is SD's
     VAE and also loads with the core VAELoader; this one loads any recorded size, e.g. the tiny test VAE)."""
     state_dict, architecture, _ = load_converted(path, "vae", input_name)
+    if "ddconfig" not in architecture or "embed_dim" not in architecture:
+        raise ConversionError(f"{input_name}: {os.path.basename(path)} records no VAE ddconfig/embed_dim; {RECONVERT}")
     params = {"ddconfig": architecture["ddconfig"], "embed_dim": architecture["embed_dim"]}
-    return comfy.sd.VAE(sd=state_dict, config={"params": params})
+    given = set(state_dict)
+    try:
+        vae = comfy.sd.VAE(sd=state_dict, config={"params": params})
+    except RuntimeError as error:  # size mismatches
+        raise ConversionError(
+            f"{input_name}: {os.path.basename(path)} has tensors of the wrong shape for its recorded architecture "
+            f"({str(error).strip().splitlines()[-1].strip()[:200]}); {RECONVERT}"
+        ) from None
+    expected = set(vae.first_stage_model.state_dict())
+    require_fit(sorted(expected - given), sorted(given - expected), input_name, path)
+    return vae
 
 
 def build_cross_view_modules(architecture: dict, placements: list[dict], setup: NetworkSetup) -> CrossViewModuleSet:
@@ -247,7 +297,7 @@ def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.
     """The cross-view module set of a converted file, in a ModelPatcher managed by ComfyUI."""
     state_dict, architecture, metadata = load_converted(path, "cross_view", input_name)
     setup = inference_setup(state_dict)
-    modules = build_cross_view_modules(architecture, json.loads(metadata["dp3d.placement"]), setup)
-    missing, unexpected = modules.load_state_dict(state_dict, strict=False)
-    require_fit(missing, unexpected, input_name, path, "placement")
+    placements = recorded_json(metadata, "dp3d.placement", input_name, os.path.basename(path))
+    modules = build_cross_view_modules(architecture, placements, setup)
+    load_weights_strictly(modules, state_dict, input_name, path, "placement")
     return model_patcher(modules, setup)
