@@ -112,3 +112,22 @@ def test_good_files_still_load(comfy_host, tiny_model_files, tmp_path):
         shutil.copy(source_file(tiny_model_files, component), copy)
         assert getattr(model_loading, function_name)(str(copy), input_name) is not None
     assert json.loads(metadata_of(copy)["dp3d.architecture"])
+
+
+def test_converter_reports_a_truncated_zip_checkpoint_without_the_legacy_format_warning(tmp_path, caplog):
+    from diffportrait3d.kernels.checkpoint.errors import ConversionError
+    from diffportrait3d.kernels.checkpoint.source import _load_pickle_weights_only
+
+    whole = tmp_path / "whole.pt"
+    torch.save({"weight": torch.zeros(64, 64)}, whole)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ConversionError, match="truncated"):
+        _load_pickle_weights_only(truncated)
+    assert "legacy torch format" not in caplog.text
+
+
+def test_unknown_files_are_not_described_as_looking_like_not_a_checkpoint():
+    from diffportrait3d.kernels.checkpoint.validation import guess_file_kind
+
+    assert "not a" not in guess_file_kind(["something.else"])

@@ -82,6 +82,13 @@ def open_checkpoint(path: str | Path) -> Iterator[CheckpointSource]:
     yield CheckpointSource(path, infos, state_dict.__getitem__)
 
 
+def _starts_like_a_zip(path: Path) -> bool:
+    """True when the file begins with a zip header (a truncated zip ``.pt`` has none of its directory left,
+    so ``zipfile.is_zipfile`` alone would take it for the legacy format)."""
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
 def _load_pickle_weights_only(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -94,7 +101,7 @@ def _load_pickle_weights_only(path: Path) -> dict[str, torch.Tensor]:
     except RuntimeError as error:
         if "mmap" not in str(error) and "zip" not in str(error).lower():
             raise ConversionError(f"{path.name} could not be read as a torch checkpoint ({error})") from error
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(path) and not _starts_like_a_zip(path):
             log.warning("%s uses the legacy torch format: reading it without mmap (needs its size in RAM)", path.name)
             try:
                 loaded = torch.load(path, map_location="cpu", weights_only=True)

@@ -96,7 +96,7 @@ def guess_file_kind(keys) -> str:
         return "a bare UNet"
     if any(k.startswith(("encoder.", "decoder.")) for k in keys):
         return "a VAE"
-    return "not a DiffPortrait3D checkpoint"
+    return "a file of unknown kind (none of the key families of a model the converter knows)"
 
 
 def raise_if_invalid(report: ValidationReport, found_keys, source_name: str, config_name: str) -> None:
