@@ -47,7 +47,7 @@ def test_run_spreads_portraits_over_servers_and_downloads_the_outputs(two_tiny_s
     assert [job.name.rsplit("_", 1)[0] for job in jobs] == ["friend_0", "friend_1", "portrait"]
     for job in jobs:
         files = sorted(str(p.relative_to(job)) for p in job.rglob("*") if p.is_file())
-        assert files == sorted(["cameras.json", "grid.png", "orbit.webp"] + [f"views/view_{i:02d}.png" for i in range(8)])
+        assert files == sorted(["cameras.json", "grid.png", "orbit.webp", "outputs.json"] + [f"views/view_{i:02d}.png" for i in range(8)])
         assert len(json.loads((job / "cameras.json").read_text())["views"]) == 8
         assert (job / "orbit.webp").read_bytes()[:4] == b"RIFF"
 
