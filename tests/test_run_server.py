@@ -63,3 +63,26 @@ def test_run_reports_missing_models_of_a_server_before_queueing(two_tiny_servers
     assert f"diffportrait3d_text_encoder.safetensors  ->  models/text_encoders/ on {server.url}" in result.stderr
     assert f"your_sd15_lora.safetensors  ->  models/loras/ on {server.url}" in result.stderr
     assert server.log_tail(100_000).count("Prompt executed") == before and not (tmp_path / "out").exists()
+
+
+def test_run_resumes_skipping_finished_portraits_unless_overwrite(two_tiny_servers, tmp_path, workflow_kit):
+    images = workflow_kit.write_test_images(tmp_path / "images")
+    workflow = tmp_path / "tiny_official.api.json"
+    workflow.write_text(json.dumps(workflow_kit.tiny_workflow()))
+    command = ["run", "--image", str(images["portrait"]), "--workflow", str(workflow), "--views", "2",
+               "--out", str(tmp_path / "out"), "--timeout", "600", "--server", two_tiny_servers[0].url]
+    first = workflow_kit.run_cli(*command, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (job,) = (tmp_path / "out").iterdir()
+    (job / "stale.txt").write_text("from an older run")
+    again = workflow_kit.run_cli(*command, cwd=tmp_path)
+    assert again.returncode == 0 and "skipped 1 (outputs exist; --overwrite to redo)" in again.stdout, again.stdout
+    assert (job / "stale.txt").exists()
+    (job / "grid.png").unlink()  # partial: redone
+    partial = workflow_kit.run_cli(*command, cwd=tmp_path)
+    assert partial.returncode == 0 and "1 of 1 portraits done" in partial.stdout, partial.stdout
+    assert (job / "grid.png").is_file() and not (job / "stale.txt").exists()
+    (job / "stale.txt").write_text("again")
+    redo = workflow_kit.run_cli(*command, "--overwrite", cwd=tmp_path)
+    assert redo.returncode == 0 and "1 of 1 portraits done" in redo.stdout, redo.stdout
+    assert not (job / "stale.txt").exists()
