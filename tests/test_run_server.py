@@ -86,3 +86,41 @@ def test_run_resumes_skipping_finished_portraits_unless_overwrite(two_tiny_serve
     redo = workflow_kit.run_cli(*command, "--overwrite", cwd=tmp_path)
     assert redo.returncode == 0 and "1 of 1 portraits done" in redo.stdout, redo.stdout
     assert not (job / "stale.txt").exists()
+
+
+def test_a_server_killed_mid_batch_hands_its_job_to_the_other(tiny_model_files, tmp_path, workflow_kit):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    models = workflow_kit.tiny_server_models(tiny_model_files)
+    servers = [workflow_kit.server_process(workflow_kit.comfy_base_folder(tmp_path / f"s{i}", models, [workflow_kit.tiny_text_node]), wait=False)
+               for i in range(2)]
+    try:
+        for server in servers:
+            server.wait_ready()
+        portraits = tmp_path / "portraits"
+        images = workflow_kit.write_test_images(portraits)
+        images["driving"].unlink()
+        for index in range(3):
+            (portraits / f"friend_{index}.png").write_bytes(images["portrait"].read_bytes())
+        workflow = tmp_path / "tiny.api.json"
+        workflow.write_text(json.dumps(workflow_kit.tiny_workflow()))
+        workflow_kit.run_cli("--help", cwd=tmp_path)  # makes the package link
+        env = {**os.environ, "PYTHONPATH": str(tmp_path / "pkg"), "OMP_NUM_THREADS": "1"}
+        cli = subprocess.Popen([sys.executable, "-m", "diffportrait3d", "run", "--image", str(portraits), "--workflow",
+                                str(workflow), "--views", "4", "--out", str(tmp_path / "out"), "--timeout", "600",
+                                "--server", servers[0].url, "--server", servers[1].url],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while "got prompt" not in servers[0].log_tail(100_000) and cli.poll() is None:
+            time.sleep(0.05)
+        servers[0].process.kill()
+        stdout, stderr = cli.communicate(timeout=600)
+        assert cli.returncode == 0, f"{stdout}\n{stderr}"
+        assert "4 of 4 portraits done on 2 server(s)" in stdout
+        assert f"server down: {servers[0].url}" in stderr
+        assert len([p for p in (tmp_path / "out").iterdir() if (p / "outputs.json").is_file()]) == 4
+    finally:
+        for server in servers:
+            server.stop()
