@@ -124,3 +124,22 @@ def test_a_server_killed_mid_batch_hands_its_job_to_the_other(tiny_model_files, 
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_rejected_prompt_is_not_retried_and_its_reason_is_listed(two_tiny_servers, tmp_path, workflow_kit):
+    images = workflow_kit.write_test_images(tmp_path / "images")
+    prompt = workflow_kit.tiny_workflow()
+    node_id, node = next((i, n) for i, n in prompt.items() if any(isinstance(v, list) for v in n["inputs"].values()))
+    name = next(k for k, v in node["inputs"].items() if isinstance(v, list))
+    node["inputs"][name] = ["9999", 0]  # a link to no node: the server refuses the prompt
+    workflow = tmp_path / "broken.api.json"
+    workflow.write_text(json.dumps(prompt))
+    result = workflow_kit.run_cli("run", "--image", str(images["portrait"]), "--workflow", str(workflow),
+                                  "--out", str(tmp_path / "out"), "--timeout", "600",
+                                  *[arg for s in two_tiny_servers for arg in ("--server", s.url)], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "0 of 1 portraits done" in result.stdout and "1 failed:" in result.stderr
+    failure = next(line for line in result.stderr.splitlines() if "FAILED" in line)
+    assert "rejected the prompt" in failure and "failed validation" in failure
+    assert sum(f"{s.url} rejected" in failure for s in two_tiny_servers) == 1  # tried on one server only
+    assert "server down" not in result.stderr
