@@ -72,3 +72,16 @@ def test_workers_in_threads_finish_every_job_when_one_server_dies():
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
     assert plan.counts() == {"done": 20, "failed": 0, "queued": 0}
+
+
+def test_run_with_no_live_server_stops_with_a_clear_message(tmp_path, workflow_kit):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    images = workflow_kit.write_test_images(tmp_path / "images")
+    result = workflow_kit.run_cli("run", "--image", str(images["portrait"]), "--out", str(tmp_path / "out"),
+                                  "--server", f"http://127.0.0.1:{port}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot reach the server" in result.stderr and "is ComfyUI running there?" in result.stderr
