@@ -318,7 +318,13 @@ def _add_run(commands) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--server", action="append", metavar="URL",
                         help="a running ComfyUI with this pack, e.g. http://127.0.0.1:8188 (repeatable)")
-    parser.add_argument("--timeout", type=float, default=7200.0, help="seconds one job may take on a server")
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds one job may take on a server before it is given to another (default 3600)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="with --server: how many more servers a job is tried on when its server dies or "
+                        "times out (default 2); a prompt the server rejects is not retried")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo portraits whose outputs already exist in --out (by default they are skipped)")
     parser.add_argument("--models", action="append", default=[], metavar="DIR",
                         help="in-process: a models folder laid out like ComfyUI/models (searched first; repeatable)")
     parser.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
@@ -342,6 +348,7 @@ def _workflow_path(name: str):
 
 
 def _run_run(options) -> int:
+    import shutil
     from pathlib import Path
 
     from .workflow_jobs import JobError, job_name, load_prompt, portrait_paths
@@ -357,8 +364,23 @@ def _run_run(options) -> int:
     except (JobError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if options.retries < 0 or options.timeout <= 0:
+        print("error: --retries must be 0 or more and --timeout above 0", file=sys.stderr)
+        return 2
     out = Path(options.out)
     jobs = [(portrait, job_name(portrait)) for portrait in portraits]
+    if not options.overwrite:
+        from .server_client import outputs_complete
+
+        todo = [(portrait, name) for portrait, name in jobs if not outputs_complete(out / name)]
+        if len(todo) < len(jobs):
+            print(f"skipped {len(jobs) - len(todo)} (outputs exist; --overwrite to redo)")
+        jobs = todo
+        if not jobs:
+            return 0
+    for _, name in jobs:  # partial outputs (or --overwrite) are redone from scratch
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
     if options.server:
         return _run_on_servers(options, prompt, jobs, out, settings)
     return _run_in_process(options, prompt, jobs, out, settings)
@@ -381,14 +403,22 @@ def _run_on_servers(options, prompt, jobs, out, settings) -> int:
         return 2
 
     def report(job):
-        if job.error:
-            print(f"FAILED {job.portrait} on {job.server}: {job.error}", file=sys.stderr)
-        else:
+        if not job.error:
             print(f"{job.portrait} -> {out / job.name} ({len(job.written)} files, on {job.server})")
 
-    done = run_on_servers(servers, [Job(p, name) for p, name in jobs], prompt, out, settings, options.timeout, report)
+    done, down = run_on_servers(servers, [Job(p, name) for p, name in jobs], prompt, out, settings,
+                                options.timeout, report, tries=options.retries + 1)
     failed = [job for job in done if job.error]
     print(f"{len(done) - len(failed)} of {len(done)} portraits done on {len(servers)} server(s)")
+    for url, why in down.items():
+        print(f"server down: {url}: {why}", file=sys.stderr)
+    if down and len(down) == len(servers) and failed:
+        print("error: every server went down; start them again and rerun the same command to resume "
+              "(finished portraits are skipped)", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} failed:", file=sys.stderr)
+        for job in failed:
+            print(f"  FAILED {job.portrait}: {job.error}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -398,6 +428,7 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
     from pathlib import Path
 
     from .comfy_session import ComfyUINotFound, start_comfyui
+    from .server_client import write_manifest
     from .workflow_jobs import JobError, job_prompt
     from .workflow_runner import add_models_root, check_models, copy_outputs, execute, validate
 
@@ -427,6 +458,7 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
                 targets = validate(session.execution, job)
                 executor, produced = execute(session.execution, job, targets, executor)
                 written = copy_outputs(session.folder_paths, job, produced, out / name)
+                write_manifest(out / name, portrait, written, "this process")
             except JobError as error:
                 print(f"FAILED {portrait}: {error}", file=sys.stderr)
                 failed += 1

@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
+import http.client
 import json
-import queue
 import threading
 import time
 import urllib.error
@@ -15,16 +15,19 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .job_schedule import JobSchedule, ScheduledJob
 from .workflow_format import combo_options, input_specs
 from .workflow_jobs import JobError, ModelFile, describe_rejection, job_prompt, model_files, output_files
 
 
 class ServerError(RuntimeError):
-    """A request that failed; ``body`` is the server's answer to it when it gave one (an HTTP error)."""
+    """A request that failed; ``body`` is the server's answer to it when it gave one (an HTTP error).
+    ``server_down``: the server itself failed (unreachable, reset, timed out), so the job may go to another."""
 
-    def __init__(self, message: str, body: str = ""):
+    def __init__(self, message: str, body: str = "", server_down: bool = False):
         super().__init__(message)
         self.body = body
+        self.server_down = server_down
 
 
 class ComfyServer:
@@ -44,8 +47,9 @@ class ComfyServer:
         except urllib.error.HTTPError as error:
             detail = error.read().decode("utf-8", "replace")
             raise ServerError(f"{self.url}{path}: HTTP {error.code}: {detail[:2000]}", body=detail) from error
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-            raise ServerError(f"{self.url}{path}: cannot reach the server ({error}); is ComfyUI running there?") from error
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
+            raise ServerError(f"{self.url}{path}: cannot reach the server ({error}); is ComfyUI running there?",
+                              server_down=True) from error
 
     def get_json(self, path: str):
         return json.loads(self.request("GET", path))
@@ -84,7 +88,8 @@ class ComfyServer:
                     raise ServerError(f"{self.url}: prompt {prompt_id} failed: {execution_error(status)}")
                 return entry
             time.sleep(poll)
-        raise ServerError(f"{self.url}: prompt {prompt_id} not finished after {timeout:.0f} s (--timeout)")
+        raise ServerError(f"{self.url}: prompt {prompt_id} not finished after {timeout:.0f} s (--timeout)",
+                          server_down=True)
 
     def download(self, filename: str, subfolder: str, folder_type: str) -> bytes:
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": folder_type})
@@ -126,6 +131,9 @@ def execution_error(status: dict) -> str:
     return "see the server's log"
 
 
+MANIFEST = "outputs.json"
+
+
 @dataclass
 class Job:
     portrait: Path
@@ -136,8 +144,10 @@ class Job:
 
 
 def run_job(server: ComfyServer, job: Job, prompt: dict, out: Path, settings: dict, timeout: float) -> None:
-    """Upload the portrait, queue the prompt set up for it, wait, download its outputs into ``out/<job>``."""
+    """Upload the portrait, queue the prompt set up for it, wait, download its outputs into ``out/<job>``; the
+    manifest ``outputs.json`` is written last, so a folder without it is a partial job."""
     job.server = server.url
+    job.written = []
     image = server.upload_image(job.portrait, f"{job.name}{job.portrait.suffix.lower()}")
     ready = job_prompt(prompt, image, job.name, **settings)
     prompt_id = server.queue_prompt(ready, client_id=f"diffportrait3d-run-{uuid.uuid4().hex[:8]}")
@@ -147,32 +157,62 @@ def run_job(server: ComfyServer, job: Job, prompt: dict, out: Path, settings: di
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(server.download(item.filename, item.subfolder, item.folder_type))
         job.written.append(target)
+    write_manifest(out / job.name, job.portrait, job.written, server.url)
+
+
+def write_manifest(folder: Path, portrait: Path, written: list[Path], where: str) -> None:
+    """Mark ``folder`` complete: the portrait, where it ran and the files written (relative to ``folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = sorted(str(Path(p).relative_to(folder)) for p in written)
+    (folder / MANIFEST).write_text(json.dumps({"portrait": str(portrait), "ran_on": where, "files": files}, indent=1))
+
+
+def outputs_complete(folder: Path) -> bool:
+    """True when ``folder`` has its manifest and every file the manifest lists."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all((folder / name).is_file() for name in files)
 
 
 def run_on_servers(servers: list[ComfyServer], jobs: list[Job], prompt: dict, out: Path, settings: dict,
-                   timeout: float, on_done=None) -> list[Job]:
+                   timeout: float, on_done=None, tries: int = 3) -> tuple[list[Job], dict[str, str]]:
     """Spread ``jobs`` over ``servers``: one worker per server takes the next job when it is free, so faster
-    servers take more. Returns the jobs with ``written`` or ``error`` filled; ``on_done(job)`` after each."""
-    pending: queue.Queue[Job] = queue.Queue()
-    for job in jobs:
-        pending.put(job)
+    servers take more. A server that fails (gone, refused, timed out) is marked down and its job goes to another
+    live server, up to ``tries`` servers per job; a rejected or failing prompt is not retried. Returns the jobs
+    with ``written`` or ``error`` filled and the servers marked down (url -> why); ``on_done(job)`` after each."""
+    by_url = {server.url: server for server in servers}
+    schedule = JobSchedule([ScheduledJob(job.name, job) for job in jobs], list(by_url), tries=tries)
 
     def worker(server: ComfyServer):
-        while True:
-            try:
-                job = pending.get_nowait()
-            except queue.Empty:
-                return
+        while (scheduled := schedule.next_job(server.url)) is not None:
+            job = scheduled.payload
             try:
                 run_job(server, job, prompt, out, settings, timeout)
-            except (ServerError, JobError, OSError, KeyError, ValueError) as error:
-                job.error = str(error)
-            if on_done is not None:
-                on_done(job)
+            except ServerError as error:
+                if error.server_down:
+                    schedule.server_failed(scheduled, str(error))
+                else:
+                    schedule.failed(scheduled, str(error))
+            except (JobError, OSError, KeyError, ValueError) as error:
+                schedule.failed(scheduled, str(error))
+            else:
+                schedule.succeeded(scheduled)
+                if on_done is not None:
+                    on_done(job)
+                continue
+            if scheduled.state == "failed":
+                job.error = scheduled.reason
+                if on_done is not None:
+                    on_done(job)
 
-    threads = [threading.Thread(target=worker, args=(server,), daemon=True) for server in servers]
+    threads = [threading.Thread(target=worker, args=(server,), daemon=True) for server in by_url.values()]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return jobs
+    for scheduled in schedule.jobs:  # stranded when the last server went down
+        if scheduled.state != "done" and not scheduled.payload.error:
+            scheduled.payload.error = scheduled.reason
+    return jobs, dict(schedule.down)
