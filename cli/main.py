@@ -286,7 +286,8 @@ def _run_workflows(options) -> int:
         return 2
     folder = Path(options.dir) if options.dir else PACK_ROOT / "workflows"
     stale = []
-    for name, text in workflow_files(node_definitions()).items():
+    files = workflow_files(node_definitions())
+    for name, text in files.items():
         path = folder / name
         if options.write:
             folder.mkdir(parents=True, exist_ok=True)
@@ -297,6 +298,8 @@ def _run_workflows(options) -> int:
     if stale:
         print("out of date (run: python -m diffportrait3d workflows --write):\n  " + "\n  ".join(stale), file=sys.stderr)
         return 1
+    if options.check:
+        print(f"workflows up to date: {len(files)} files in {folder} match the node definitions")
     return 0
 
 
