@@ -51,7 +51,7 @@ def _add_poses(commands) -> None:
         description="Render the template head at every camera of a path: view_NN.png, mask_NN.png, grid.png and "
         "cameras.json (25-number EG3D labels) in --out. With --benchmark, time the renderer instead.",
     )
-    parser.add_argument("--preset", choices=PRESETS, default="official16")
+    parser.add_argument("--preset", choices=PRESETS, default="official16", help="camera path preset (default official16)")
     parser.add_argument("--views", type=int, default=16, help="number of views (default 16)")
     parser.add_argument("--a", type=float, default=OFFICIAL_ORBIT_A, help="official16 horizontal amplitude (radians)")
     parser.add_argument("--b", type=float, default=OFFICIAL_ORBIT_B, help="official16 vertical amplitude (radians)")
@@ -59,13 +59,14 @@ def _add_poses(commands) -> None:
     parser.add_argument("--yaw-max", type=float, default=45.0, help="yaw_sweep last yaw (degrees)")
     parser.add_argument("--pitch", type=float, default=0.0, help="yaw_sweep/turntable360 pitch (degrees, - = camera above)")
     parser.add_argument("--keyframes", default="", help="keyframes preset: 'yaw,pitch,roll; yaw,pitch,roll; ...' (degrees)")
-    parser.add_argument("--interpolation", choices=INTERPOLATIONS, default="per_view")
+    parser.add_argument("--interpolation", choices=INTERPOLATIONS, default="per_view",
+                        help="how keyframes are interpolated (default per_view)")
     parser.add_argument("--pivot", default="panohead", help="panohead, eg3d_ffhq or 'x,y,z'")
     parser.add_argument("--size", type=int, default=512, help="image size in pixels, multiple of 8 (default 512)")
     parser.add_argument("--antialias", type=int, default=1, help="supersampling factor (default 1 = off)")
-    parser.add_argument("--skin", default="#dbad91")
-    parser.add_argument("--hair", default="#33241a")
-    parser.add_argument("--background", default="#ffffff")
+    parser.add_argument("--skin", default="#dbad91", help="template head skin colour, #rrggbb")
+    parser.add_argument("--hair", default="#33241a", help="template head hair colour, #rrggbb")
+    parser.add_argument("--background", default="#ffffff", help="background colour, #rrggbb")
     parser.add_argument("--out", help="output folder (required unless --benchmark)")
     parser.add_argument("--benchmark", action="store_true", help="time the template head renderer (single thread) and exit")
     parser.add_argument("--sheet", help="write a contact sheet of all presets (PNG) to this path and exit")
@@ -195,8 +196,8 @@ def _add_bench(commands) -> None:
     parser.add_argument("--cpu-compute", choices=["float32", "bf16"], default="float32",
                         help="compute dtype on a CPU: float32 (ComfyUI's choice) or the pack's opt-in bf16 "
                         "($DIFFPORTRAIT3D_CPU_COMPUTE=bf16 in ComfyUI; needs --dtype bf16)")
-    parser.add_argument("--cfg", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default 3.0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and noise (default 0)")
     parser.add_argument("--alone-repeats", type=int, default=2, help="repeats of each network run alone (best kept)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, i.e. $OMP_NUM_THREADS)")
     parser.add_argument(
@@ -285,7 +286,8 @@ def _run_workflows(options) -> int:
         return 2
     folder = Path(options.dir) if options.dir else PACK_ROOT / "workflows"
     stale = []
-    for name, text in workflow_files(node_definitions()).items():
+    files = workflow_files(node_definitions())
+    for name, text in files.items():
         path = folder / name
         if options.write:
             folder.mkdir(parents=True, exist_ok=True)
@@ -296,6 +298,8 @@ def _run_workflows(options) -> int:
     if stale:
         print("out of date (run: python -m diffportrait3d workflows --write):\n  " + "\n  ".join(stale), file=sys.stderr)
         return 1
+    if options.check:
+        print(f"workflows up to date: {len(files)} files in {folder} match the node definitions")
     return 0
 
 
@@ -471,12 +475,17 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
 COMMANDS = [_add_convert, _add_poses, _add_run, _add_workflows, _add_bench]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per entry of COMMANDS."""
     parser = argparse.ArgumentParser(prog="python -m diffportrait3d", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in COMMANDS:
         add_command(commands)
-    options = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return options.run(options)
 
