@@ -10,7 +10,12 @@ from comfy_api.latest import io
 
 from ..kernels.noise import priors as noise_priors
 from ..kernels.noise.gaussian_blur import gaussian_blur
-from ..kernels.noise.start_latent import OFFICIAL_START_TIMESTEP, noise_for_state, official_start_state
+from ..kernels.noise.start_latent import (
+    OFFICIAL_START_TIMESTEP,
+    noise_for_state,
+    q_sample,
+    state_for_model_input,
+)
 from ..kernels.noise.view_noise import view_noise
 from .poses import Cameras, check_cameras
 from .sampler import official_sigmas
@@ -18,20 +23,34 @@ from .sampler import official_sigmas
 
 class ThreeDAwareNoise:
     """ComfyUI NOISE protocol (``seed``, ``generate_noise(latent) -> tensor``): the noise that makes the
-    sampler start from ``state`` (model space), whatever latent it is given with (an empty one, usually)."""
+    sampler's first model input ``model_input`` (the official ``q_sample`` of the priors, model space
+    [V, C, H, W]), whatever latent it is given with (an empty one, usually).
 
-    def __init__(self, state: torch.Tensor, seed: int, latent_format, sigma_first: float, sigma_max: float):
-        self.state = state
+    The sampler state that gives this input depends on the sampler's first sigma. The noise is made for
+    ``sigma_first``; a sampler that knows its own schedule calls ``for_first_sigma`` (the pack's Cross-View
+    Sampler does), so a noise made for other steps cannot start it at the wrong level."""
+
+    def __init__(self, model_input: torch.Tensor, seed: int, latent_format, sigma_first: float, sigma_max: float):
+        self.model_input = model_input
         self.seed = seed
         self.latent_format = latent_format
         self.sigma_first = sigma_first
         self.sigma_max = sigma_max
 
+    @property
+    def state(self) -> torch.Tensor:
+        """The sampler state at ``sigma_first`` (model space)."""
+        return state_for_model_input(self.model_input, self.sigma_first)
+
+    def for_first_sigma(self, sigma_first: float) -> ThreeDAwareNoise:
+        """The same start for a sampler whose schedule begins at ``sigma_first``."""
+        return ThreeDAwareNoise(self.model_input, self.seed, self.latent_format, float(sigma_first), self.sigma_max)
+
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
         samples = input_latent["samples"]
-        if tuple(samples.shape) != tuple(self.state.shape):
+        if tuple(samples.shape) != tuple(self.model_input.shape):
             raise ValueError(
-                f"noise: the 3D-aware noise was made for latents {list(self.state.shape)}, the sampler got "
+                f"noise: the 3D-aware noise was made for latents {list(self.model_input.shape)}, the sampler got "
                 f"{list(samples.shape)}; connect the same latent to the noise node and the sampler"
             )
         # ComfyUI processes (x0.18215) a latent before adding the noise, unless it is all zeros.
@@ -82,7 +101,8 @@ class DiffPortrait3DNoise(io.ComfyNode):
                     "renders = the official method); none = plain noise",
                 ),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="the sampler's steps (official DDIM timesteps 981...1 for 50); ignored when sigmas is connected"),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="the sampler's steps (official DDIM timesteps 981...1 for 50); ignored when sigmas is connected. The "
+                    "Cross-View Sampler adapts the noise to its own steps; core samplers need the same steps here"),
                 io.Int.Input(
                     "start_timestep", default=OFFICIAL_START_TIMESTEP, min=1, max=999,
                     tooltip="noise level of the prior (official 999: only colours and coarse layout survive). Lower "
@@ -135,10 +155,10 @@ class DiffPortrait3DNoise(io.ComfyNode):
         prior = gaussian_blur(prior, prior_blur)
         sigma_start = float(sampling.sigma(torch.tensor(float(start_timestep))))
         sigma_first = first_sigma(model, steps, sigmas)
-        state = official_start_state(prior, view_noise(tuple(samples.shape), seed, shared_noise), sigma_start, sigma_first)
-        noise = ThreeDAwareNoise(state, seed, latent_format, sigma_first, float(sampling.sigma_max))
+        first_input = q_sample(prior, view_noise(tuple(samples.shape), seed, shared_noise), sigma_start)
+        noise = ThreeDAwareNoise(first_input, seed, latent_format, sigma_first, float(sampling.sigma_max))
         noised = {k: v for k, v in latent.items() if k != "noise_mask"}
-        noised["samples"] = latent_format.process_out(state)
+        noised["samples"] = latent_format.process_out(noise.state)
         return io.NodeOutput(noise, noised, preview)
 
 

@@ -204,6 +204,8 @@ class CrossViewSampler(io.ComfyNode):
             noise_tensor = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
             noise_seed = seed
         else:
+            if hasattr(noise, "for_first_sigma"):  # the 3D-aware noise: start at this sampler's first sigma
+                noise = noise.for_first_sigma(float(sigmas[0]))
             noise_tensor = noise.generate_noise({**latent_image, "samples": latent})
             noise_seed = noise.seed
         callback = latent_preview.prepare_callback(patched, len(sigmas) - 1)

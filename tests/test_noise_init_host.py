@@ -57,17 +57,17 @@ def text(golden):
     return context, context
 
 
-def golden_noise(model, golden):
-    """The NOISE object built from the golden prior latents and the golden q_sample eps."""
-    from diffportrait3d.kernels.noise.start_latent import official_start_state
+def golden_noise(model, golden, steps: int = STEPS):
+    """The NOISE object built from the golden prior latents and the golden q_sample eps, made for ``steps``."""
+    from diffportrait3d.kernels.noise.start_latent import q_sample
     from diffportrait3d.nodes.noise_init import ThreeDAwareNoise
     from diffportrait3d.nodes.sampler import official_sigmas
 
     sampling = model.get_model_object("model_sampling")
-    sigma_first = float(official_sigmas(model, STEPS)[0])
+    sigma_first = float(official_sigmas(model, steps)[0])
     sigma_start = float(sampling.sigma(torch.tensor(999.0)))
-    state = official_start_state(golden["feature_control"], golden["q_sample_noise"], sigma_start, sigma_first)
-    return ThreeDAwareNoise(state, 0, model.get_model_object("latent_format"), sigma_first, float(sampling.sigma_max))
+    first_input = q_sample(golden["feature_control"], golden["q_sample_noise"], sigma_start)
+    return ThreeDAwareNoise(first_input, 0, model.get_model_object("latent_format"), sigma_first, float(sampling.sigma_max))
 
 
 def test_noise_through_sampler_custom_advanced_starts_at_the_official_x_T(tiny_dp3d, golden):
@@ -100,6 +100,23 @@ def test_noise_through_the_cross_view_sampler_starts_at_the_official_x_T(tiny_dp
     )
     error = (recorder.inputs[0][:8] - golden["step_x"][0]).abs().max().item()
     print(f"Cross-view sampler first UNet input vs golden step_x[0]: max|diff| {error:.2e}")
+    assert error <= 1e-5
+
+
+@pytest.mark.parametrize("noise_steps", [2, 10, 50])
+def test_the_cross_view_sampler_starts_a_noise_made_for_other_steps_at_the_official_x_T(tiny_dp3d, golden, noise_steps):
+    """The noise node's steps cannot disagree with the sampler's: the sampler rescales the 3D-aware noise to
+    its own first sigma (without that, a noise made for 10 steps started a 5-step run 2x too loud)."""
+    from diffportrait3d.nodes.sampler import CrossViewSampler
+
+    model, recorder = recording_model(tiny_dp3d["unet"])
+    empty = {"samples": torch.zeros(8, 4, 16, 16)}
+    CrossViewSampler.execute(
+        model, tiny_dp3d["cross_view"], *text(golden), empty, 0, STEPS, 3.0, 0.0, "official",
+        window_size=8, window_stride=4, window_blend="pyramid", middle_module="official (uncond only)",
+        noise=golden_noise(model, golden, steps=noise_steps),
+    )
+    error = (recorder.inputs[0][:8] - golden["step_x"][0]).abs().max().item()
     assert error <= 1e-5
 
 
