@@ -207,15 +207,14 @@ class AppearanceReferenceEncoder(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start_percent=0.0, end_percent=1.0, **_):
-        if start_percent > end_percent:
-            return "start_percent must not exceed end_percent"
-        return True
-
-    @classmethod
     def execute(cls, model, appearance_net, vae, reference_image, strength, start_percent, end_percent) -> io.NodeOutput:
         if vae is None:
             raise ValueError("vae: connect the VAE of your SD1.5 model; it encodes reference_image")
+        if start_percent > end_percent:
+            raise ValueError(
+                f"start_percent ({start_percent}) is after end_percent ({end_percent}): the reference acts from "
+                "start_percent to end_percent of the sampling; set start_percent at or below end_percent"
+            )
         require_same_transformers(model, appearance_net.model, "model", "appearance net")
         reference = ReferenceLatent(model.get_model_object("latent_format"), image=reference_image, vae=vae)
         return io.NodeOutput(

@@ -164,6 +164,12 @@ def window_inputs() -> list:
 
 
 def settings_from_inputs(window_mode, window_size, window_stride, window_blend, middle_module) -> CrossViewSettings:
+    """The settings of the window inputs; a ValueError naming the inputs when they disagree."""
+    if window_mode != "official" and window_stride > window_size:
+        raise ValueError(
+            f"window_stride ({window_stride}) is larger than window_size ({window_size}): the '{window_mode}' windows "
+            "would skip views; set window_stride between 1 and window_size"
+        )
     return CrossViewSettings(window_mode, window_size, window_stride, window_blend, middle_module)
 
 
