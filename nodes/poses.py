@@ -145,7 +145,15 @@ class SaveCameraJSON(io.ComfyNode):
         import folder_paths
 
         cameras = check_cameras(cameras)
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
+        try:
+            folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+                filename_prefix, folder_paths.get_output_directory()
+            )
+        except Exception:  # ComfyUI raises a bare Exception for a prefix that leaves the output folder
+            raise ValueError(
+                f"filename_prefix: '{filename_prefix}' would write outside ComfyUI's output folder; "
+                "give a name inside it, e.g. diffportrait3d/cameras"
+            ) from None
         os.makedirs(folder, exist_ok=True)
         filename = f"{name}_{counter:05}.json"
         path = os.path.join(folder, filename)
