@@ -169,10 +169,10 @@ def model_patcher(network: torch.nn.Module, setup: NetworkSetup) -> comfy.model_
 def require_fit(missing, unexpected, input_name: str, path: str, what: str = "architecture") -> None:
     """A ``ConversionError`` when a file lacks tensors its recorded ``what`` needs, or holds extra ones."""
     if missing or unexpected:
+        found = [f"{len(keys)} {kind}, e.g. {', '.join(list(keys)[:3])}"
+                 for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
         raise ConversionError(
-            f"{input_name}: {os.path.basename(path)} does not fit its recorded {what} "
-            f"({len(missing)} missing e.g. {list(missing)[:3]}, {len(unexpected)} unexpected e.g. "
-            f"{list(unexpected)[:3]}); {RECONVERT}"
+            f"{input_name}: {os.path.basename(path)} does not fit its recorded {what} ({'; '.join(found)}); {RECONVERT}"
         )
 
 
