@@ -124,24 +124,34 @@ def official_guidance(positive, negative):
     return positive, negative
 
 
-def control_hint_batches(conditioning) -> list[int]:
-    batches = []
+def control_hints(conditioning) -> list[torch.Tensor]:
+    """The condition images [N, C, H, W] of every ControlNet chained into ``conditioning``."""
+    hints = []
     for _, extras in conditioning:
         control = extras.get("control")
         while control is not None:
             if getattr(control, "cond_hint_original", None) is not None:
-                batches.append(int(control.cond_hint_original.shape[0]))
+                hints.append(control.cond_hint_original)
             control = control.previous_controlnet
-    return batches
+    return hints
 
 
 def check_views(latent: torch.Tensor, positive) -> None:
-    views = latent.shape[0]
-    for batch in control_hint_batches(positive):
-        if batch not in (1, views):
+    """Every ControlNet of ``positive`` has 1 or one condition image per view, of the views' aspect (ComfyUI
+    would repeat a short batch and centre-crop another aspect: each view would get another view's pose)."""
+    views, _, height, width = latent.shape
+    for hint in control_hints(positive):
+        if hint.shape[0] not in (1, views):
             raise ValueError(
-                f"positive: the pose ControlNet has {batch} condition images for {views} views (latent batch); "
+                f"positive: the pose ControlNet has {hint.shape[0]} condition images for {views} views (latent batch); "
                 "give one condition image per view"
+            )
+        hint_height, hint_width = hint.shape[-2:]
+        if abs(hint_width / hint_height - width / height) > 0.01 * (width / height):
+            raise ValueError(
+                f"positive: the pose condition images are {hint_width}x{hint_height} (WxH), the views "
+                f"{width * 8}x{height * 8}; ComfyUI would crop them. Render the poses at the views' aspect "
+                "(the pose node's size = the latent's width and height)"
             )
 
 

@@ -100,6 +100,14 @@ def test_window_stride_larger_than_window_size_names_both_inputs(tiny_run):
     assert error["exception_message"].startswith("window_stride (6) is larger than window_size (4)")
 
 
+def test_pose_conditions_of_another_aspect_than_the_views_are_refused(tiny_run):
+    """ComfyUI's ControlNet would centre-crop 64x64 poses onto 128x64 views: each view a cropped pose."""
+    outcome = tiny_run(lambda prompt: prompt["31"]["inputs"].update(width=128, height=64))
+    [error] = outcome.execution_errors
+    assert error["node_id"] == SAMPLER
+    assert error["exception_message"].startswith("positive: the pose condition images are 64x64 (WxH), the views 128x64")
+
+
 def test_a_camera_file_prefix_outside_the_output_folder_is_refused_by_name(tiny_run):
     outcome = tiny_run(lambda prompt: prompt["44"]["inputs"].update(filename_prefix="../../escape/cameras"))
     [error] = outcome.execution_errors
