@@ -74,6 +74,8 @@ class ComfyServer:
         try:
             answer = json.loads(self.request("POST", "/prompt", body, {"Content-Type": "application/json"}))
         except ServerError as error:
+            if error.server_down:  # gone while posting (e.g. killed mid-request): another server may take the job
+                raise
             raise ServerError(f"{self.url} rejected the prompt: {rejection_reasons(error.body) or error}") from error
         return answer["prompt_id"]
 

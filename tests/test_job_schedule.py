@@ -1,5 +1,6 @@
 """The scheduling of ``run --server`` without servers: bounded tries, servers marked down, no retry of a
-rejected prompt, stranded jobs failed when every server is down, worker threads that finish."""
+rejected prompt, stranded jobs failed when every server is down, worker threads that finish; a server that
+hangs up on a posted prompt counts as down."""
 
 import threading
 
@@ -85,3 +86,31 @@ def test_run_with_no_live_server_stops_with_a_clear_message(tmp_path, workflow_k
                                   "--server", f"http://127.0.0.1:{port}", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "cannot reach the server" in result.stderr and "is ComfyUI running there?" in result.stderr
+
+
+def test_a_server_that_hangs_up_on_post_prompt_is_down_not_a_rejection():
+    """A server killed while ``POST /prompt`` is in flight closes the connection: the job must go to another
+    server (server_down), not be reported as a rejected prompt that is never retried."""
+    import socket
+    import threading
+
+    from diffportrait3d.cli.server_client import ComfyServer, ServerError
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def hang_up():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    server = ComfyServer(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=10)
+    with pytest.raises(ServerError) as raised:
+        server.queue_prompt({"1": {}}, "client")
+    thread.join(5)
+    listener.close()
+    assert raised.value.server_down, str(raised.value)
+    assert "rejected" not in str(raised.value)
