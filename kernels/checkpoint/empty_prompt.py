@@ -90,5 +90,6 @@ def write_empty_prompt(path: str | Path, conditioning: dict[str, torch.Tensor], 
     record = {"prompt": "", "tokens": cond.shape[1], "context_dim": cond.shape[2]}
     metadata = {**metadata, "dp3d.component": "empty_prompt", "dp3d.architecture": json.dumps(record, sort_keys=True)}
     path = Path(path)
-    save_file({key: value.float().contiguous() for key, value in conditioning.items()}, str(path), metadata=metadata)
+    tensors = {key: value.to(torch.float32, copy=True).contiguous() for key, value in conditioning.items()}
+    save_file(tensors, str(path), metadata=metadata)
     return path.stat().st_size
