@@ -230,12 +230,10 @@ def tiny_workflow(name: str = "official_8_views", size: int = 64, steps: int = 2
     """A shared workflow's API prompt sized for the tiny reference model: images are ``size`` pixels and Steps
     is ``steps``. Every node, link and output node stays as shipped (the Empty Prompt node reads the tiny
     model's text context from ``tiny_model_files``)."""
-    prompt = shared_api_prompt(name)
+    from diffportrait3d.cli.demo import sized_prompt
+
+    prompt = sized_prompt(shared_api_prompt(name), size)
     for node in prompt.values():
-        if node["class_type"] == "EmptyLatentImage":
-            node["inputs"].update(width=size, height=size)
-        if node["class_type"].startswith("DP3DPose") and "size" in node["inputs"]:
-            node["inputs"]["size"] = size
         if node["_meta"]["title"] == "Steps":
             node["inputs"]["value"] = steps
     return prompt
