@@ -490,6 +490,7 @@ def _add_demo(commands) -> None:
 
 
 def _run_demo(options) -> int:
+    import os
     from pathlib import Path
 
     from .demo import run_demo
@@ -502,6 +503,12 @@ def _run_demo(options) -> int:
         print(f"error: --size {options.size} must be a multiple of 64 (the tiny UNet halves the latent 3 times)",
               file=sys.stderr)
         return 2
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        # The tiny model's products are too small for threads to pay: on 2 cores one thread took 8 s, two 14 s
+        # (and 60 s beside other busy processes).
+        torch.set_num_threads(1)
     logging.getLogger().setLevel(logging.WARNING)  # ComfyUI's model loading messages
     return run_demo(Path(options.out), options.views, options.steps, options.size)
 
