@@ -309,9 +309,10 @@ def load_empty_prompt(path: str, input_name: str = "empty_prompt") -> list:
     state_dict, architecture, _ = load_converted(path, "empty_prompt", input_name)
     cond, pooled = state_dict.get("cond"), state_dict.get("pooled_output")
     width = architecture.get("context_dim")
-    if cond is None or pooled is None or cond.ndim != 3 or cond.shape[0] != 1 or cond.shape[2] != width:
+    fits = set(state_dict) == {"cond", "pooled_output"} and cond.ndim == 3 and cond.shape[0] == 1
+    if not fits or cond.shape[2] != width or tuple(pooled.shape) != (1, width):
         raise ConversionError(
-            f"{input_name}: {os.path.basename(path)} does not hold a [1, tokens, {width}] 'cond' and a "
-            f"'pooled_output'; {RECONVERT}"
+            f"{input_name}: {os.path.basename(path)} does not hold exactly a [1, tokens, {width}] 'cond' and a "
+            f"[1, {width}] 'pooled_output'; {RECONVERT}"
         )
     return [[cond.float(), {"pooled_output": pooled.float()}]]

@@ -70,3 +70,27 @@ def test_empty_prompt_node_equals_clip_text_encode_of_the_converted_text_encoder
     pooled = (produced[1]["pooled_output"] - expected[0][1]["pooled_output"]).abs().max()
     assert produced[1]["pooled_output"].shape == (1, 768)
     assert pooled <= tolerance
+
+
+def test_empty_prompt_node_refuses_files_that_are_not_an_empty_prompt(comfy_host, tiny_model_files, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from diffportrait3d.kernels.checkpoint.errors import ConversionError
+    from diffportrait3d.nodes.model_loading import load_empty_prompt
+
+    good = tiny_model_files / "diffportrait3d_empty_prompt.safetensors"
+    (cond, extra), = load_empty_prompt(str(good))
+    assert cond.shape == (1, 77, 32) and extra["pooled_output"].shape == (1, 32)  # the tiny model's context width
+    with pytest.raises(ConversionError, match="empty_prompt: diffportrait3d_vae.safetensors holds the DiffPortrait3D 'vae'"):
+        load_empty_prompt(str(tiny_model_files / "diffportrait3d_vae.safetensors"))
+    with safe_open(str(good), "pt") as handle:
+        metadata = dict(handle.metadata())
+    for name, tensors in {
+        "wide.safetensors": {"cond": torch.zeros(1, 77, 768), "pooled_output": torch.zeros(1, 768)},
+        "extra.safetensors": {"cond": cond, "pooled_output": extra["pooled_output"], "x": torch.zeros(1)},
+        "no_pooled.safetensors": {"cond": cond},
+    }.items():
+        save_file(tensors, str(tmp_path / name), metadata=metadata)
+        with pytest.raises(ConversionError, match=rf"empty_prompt: {name} does not hold exactly a \[1, tokens, 32\]"):
+            load_empty_prompt(str(tmp_path / name))
