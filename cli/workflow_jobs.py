@@ -136,6 +136,9 @@ def missing_models_message(missing: list[ModelFile], folder_paths: dict[str, lis
     if any(item.folder == "diffportrait3d" for item in missing):
         lines.append("The diffportrait3d_*.safetensors files come from: python -m diffportrait3d convert "
                      "model_state-540000-001.th --out ComfyUI/models/diffportrait3d.")
+    if any(item.class_type == "DP3DEmptyPrompt" for item in missing):
+        lines.append("Files converted before the Empty Prompt node existed: add --only empty_prompt to that "
+                     "command to write just diffportrait3d_empty_prompt.safetensors.")
     return "\n".join(lines)
 
 

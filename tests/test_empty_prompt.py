@@ -42,3 +42,30 @@ def test_attention_is_causal_and_pooled_is_the_state_at_the_first_end_token():
     # The padding tokens are the same id, yet every position has its own state (position embeddings).
     assert (cond[0, 2] - cond[0, 3]).abs().max() > 1e-3
     assert torch.isfinite(cond).all()
+
+
+def test_convert_only_empty_prompt_adds_just_that_file(tmp_path):
+    """For files converted before the Empty Prompt node existed: ``--only empty_prompt`` reads the text encoder
+    and writes only the small file, with its dp3d records."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from diffportrait3d.kernels.checkpoint.convert import convert_source, load_architecture
+    from diffportrait3d.kernels.checkpoint.source import CheckpointSource
+
+    manifest = json.loads((Path(__file__).parent / "fixtures" / "official_checkpoint_manifest.json").read_text())
+    zero = torch.zeros(())
+    tensors = {k: zero.expand(e["shape"]) for g in manifest["groups"].values() for k, e in g["keys"].items()}
+    report = convert_source(CheckpointSource.from_tensors(tensors, "model_state-540000-001.th"), tmp_path,
+                            load_architecture(), "fp16", source_sha256="ab" * 32, components=("empty_prompt",))
+    assert list(report.written) == ["empty_prompt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["diffportrait3d_empty_prompt.safetensors"]
+    with safe_open(str(report.written["empty_prompt"][0]), "pt") as handle:
+        metadata = handle.metadata()
+        assert handle.get_slice("cond").get_shape() == [1, 77, 768]
+        assert handle.get_slice("pooled_output").get_shape() == [1, 768]
+    assert metadata["dp3d.component"] == "empty_prompt" and metadata["dp3d.source_sha256"] == "ab" * 32
+    assert json.loads(metadata["dp3d.architecture"]) == {"context_dim": 768, "prompt": "", "tokens": 77}
+    assert metadata["dp3d.text_encoder_dtype"] == "fp16"

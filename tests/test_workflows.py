@@ -109,6 +109,7 @@ def test_model_files_and_the_missing_models_message():
     assert "your_sd15_lora.safetensors  ->  /x/models/loras" in message
     assert "diffportrait3d_cross_view.safetensors  ->  models/diffportrait3d/" in message
     assert "python -m diffportrait3d convert" in message
+    assert "add --only empty_prompt" in message  # the file older conversions lack
 
 
 def test_output_files_are_named_by_role():
