@@ -14,7 +14,7 @@ from .workflow_format import Group, Workflow
 MODEL_FILES = {
     "unet": "diffportrait3d_unet.safetensors",
     "vae": "diffportrait3d_vae.safetensors",
-    "text_encoder": "diffportrait3d_text_encoder.safetensors",
+    "empty_prompt": "diffportrait3d_empty_prompt.safetensors",
     "appearance": "diffportrait3d_appearance.safetensors",
     "pose_controlnet": "diffportrait3d_pose_controlnet.safetensors",
     "cross_view": "diffportrait3d_cross_view.safetensors",
@@ -40,8 +40,6 @@ GROUPS = [
 def _models(flow: Workflow) -> None:
     flow.add(1, "DP3DUNetLoader", "DiffPortrait3D UNet", MODELS, unet=MODEL_FILES["unet"])
     flow.add(2, "DP3DVAELoader", "DiffPortrait3D VAE", MODELS, vae=MODEL_FILES["vae"])
-    flow.add(3, "CLIPLoader", "Text encoder (SD1.5 CLIP from the checkpoint)", MODELS,
-             clip_name=MODEL_FILES["text_encoder"], type="stable_diffusion")
     flow.add(4, "DP3DAppearanceNetLoader", "Appearance net", MODELS, appearance_net=MODEL_FILES["appearance"])
     flow.add(5, "DP3DPoseControlNetLoader", "Pose ControlNet", MODELS, pose_controlnet=MODEL_FILES["pose_controlnet"])
     flow.add(6, "DP3DCrossViewLoader", "Cross-view modules", MODELS, cross_view=MODEL_FILES["cross_view"])
@@ -55,8 +53,10 @@ def _settings(flow: Workflow, views: int, steps: int = 50, seed: int = 0) -> Non
 
 
 def _text(flow: Workflow) -> None:
-    flow.add(20, "CLIPTextEncode", "Positive text (empty, as in the paper)", TEXT, text="", clip=(3, 0))
-    flow.add(21, "CLIPTextEncode", "Negative text (empty)", TEXT, text="", clip=(3, 0))
+    # The official prompt is always '' (positive and negative alike): a constant stored by convert, so no text
+    # encoder is loaded. Core CLIPLoader + CLIPTextEncode('') on the converted text encoder give the same tensors.
+    flow.add(20, "DP3DEmptyPrompt", "Empty prompt (the official '', positive and negative)", TEXT,
+             empty_prompt=MODEL_FILES["empty_prompt"])
 
 
 def _reference(flow: Workflow, model=(1, 0)) -> None:
@@ -71,7 +71,7 @@ def _pose_preview(flow: Workflow) -> None:
 
 def _sampling(flow: Workflow, window_mode="official", window_size=8, window_stride=4) -> None:
     flow.add(30, "ControlNetApplyAdvanced", "Pose ControlNet on the positive", START, positive=(20, 0),
-             negative=(21, 0), control_net=(5, 0), image=(23, 0), strength=1.0, start_percent=0.0, end_percent=1.0)
+             negative=(20, 0), control_net=(5, 0), image=(23, 0), strength=1.0, start_percent=0.0, end_percent=1.0)
     flow.add(31, "EmptyLatentImage", "One latent per view", START, width=512, height=512, batch_size=(11, 0))
     flow.add(32, "DP3DNoise", "3D-aware start", START, model=(24, 0), latent=(31, 0), source="reference_warped",
              seed=(13, 0), steps=(12, 0), vae=(2, 0), reference_image=(10, 0), cameras=(22, 0))
@@ -101,7 +101,7 @@ MODEL_NOTE = (
     "## Model files\n"
     "Convert the official checkpoint once:\n"
     "`python -m diffportrait3d convert model_state-540000-001.th --out ComfyUI/models/diffportrait3d`\n"
-    "then move `diffportrait3d_text_encoder.safetensors` to `ComfyUI/models/text_encoders/`.\n"
+    "(the prompt is the official empty one, stored by convert: no text encoder is loaded).\n"
 )
 
 

@@ -20,6 +20,7 @@ MODEL_INPUT_FOLDERS = {
     ("DP3DAppearanceNetLoader", "appearance_net"): "diffportrait3d",
     ("DP3DPoseControlNetLoader", "pose_controlnet"): "diffportrait3d",
     ("DP3DCrossViewLoader", "cross_view"): "diffportrait3d",
+    ("DP3DEmptyPrompt", "empty_prompt"): "diffportrait3d",
     ("CLIPLoader", "clip_name"): "text_encoders",
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
@@ -134,8 +135,10 @@ def missing_models_message(missing: list[ModelFile], folder_paths: dict[str, lis
         lines.append(f"  {item.filename}  ->  {where}  (node {item.node_id} {item.class_type}.{item.input_name})")
     if any(item.folder == "diffportrait3d" for item in missing):
         lines.append("The diffportrait3d_*.safetensors files come from: python -m diffportrait3d convert "
-                     "model_state-540000-001.th --out ComfyUI/models/diffportrait3d (move the text encoder to "
-                     "models/text_encoders/).")
+                     "model_state-540000-001.th --out ComfyUI/models/diffportrait3d.")
+    if any(item.class_type == "DP3DEmptyPrompt" for item in missing):
+        lines.append("Files converted before the Empty Prompt node existed: add --only empty_prompt to that "
+                     "command to write just diffportrait3d_empty_prompt.safetensors.")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from .model_loading import (
     load_cross_view_modules,
     load_dp3d_unet,
     load_dp3d_vae,
+    load_empty_prompt,
     load_pose_controlnet,
     model_file_path,
     register_model_folder,
@@ -111,4 +112,22 @@ class CrossViewLoader(io.ComfyNode):
         return io.NodeOutput(load_cross_view_modules(model_file_path(cross_view, "cross_view", "cross_view")))
 
 
-NODES = [UNetLoader, VAELoader, PoseControlNetLoader, AppearanceNetLoader, CrossViewLoader]
+class EmptyPrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DP3DEmptyPrompt",
+            display_name="DiffPortrait3D Empty Prompt",
+            category="DiffPortrait3D/loaders",
+            description="The official prompt '' as CONDITIONING, stored by convert from the checkpoint's text "
+            "encoder: the same tensors CLIPTextEncode('') gives with that encoder, without loading it.",
+            inputs=[converted_file_input("empty_prompt", "empty_prompt")],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, empty_prompt) -> io.NodeOutput:
+        return io.NodeOutput(load_empty_prompt(model_file_path(empty_prompt, "empty_prompt", "empty_prompt")))
+
+
+NODES = [UNetLoader, VAELoader, PoseControlNetLoader, AppearanceNetLoader, CrossViewLoader, EmptyPrompt]

@@ -301,3 +301,18 @@ def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.
     modules = build_cross_view_modules(architecture, placements, setup)
     load_weights_strictly(modules, state_dict, input_name, path, "placement")
     return model_patcher(modules, setup)
+
+
+def load_empty_prompt(path: str, input_name: str = "empty_prompt") -> list:
+    """The CONDITIONING of the prompt '' stored by ``convert`` (``[[cond [1, 77, D], {"pooled_output"}]]``),
+    as CLIPTextEncode would give it with the converted text encoder; no text encoder is loaded."""
+    state_dict, architecture, _ = load_converted(path, "empty_prompt", input_name)
+    cond, pooled = state_dict.get("cond"), state_dict.get("pooled_output")
+    width = architecture.get("context_dim")
+    fits = set(state_dict) == {"cond", "pooled_output"} and cond.ndim == 3 and cond.shape[0] == 1
+    if not fits or cond.shape[2] != width or tuple(pooled.shape) != (1, width):
+        raise ConversionError(
+            f"{input_name}: {os.path.basename(path)} does not hold exactly a [1, tokens, {width}] 'cond' and a "
+            f"[1, {width}] 'pooled_output'; {RECONVERT}"
+        )
+    return [[cond.float(), {"pooled_output": pooled.float()}]]

@@ -218,8 +218,6 @@ def tiny_dp3d(tiny_dp3d_factory):
 # ------------------------------------------------------------------------------------- workflows, servers
 
 WORKFLOWS_DIR = ROOT / "workflows"
-TINY_TEXT_NODE = ROOT / "tests" / "comfy_custom_nodes" / "dp3d_tiny_text"
-TEXT_NODES = ("3", "20", "21")  # CLIPLoader and the two CLIPTextEncode nodes of every shared workflow
 
 
 def shared_api_prompt(name: str) -> dict:
@@ -229,19 +227,13 @@ def shared_api_prompt(name: str) -> dict:
 
 
 def tiny_workflow(name: str = "official_8_views", size: int = 64, steps: int = 2) -> dict:
-    """A shared workflow's API prompt made runnable with the tiny reference model: the text encoder and
-    CLIPTextEncode nodes become the test-only DP3DTestTinyText node (the tiny model has no CLIP; its text
-    context is the golden one), images are ``size`` pixels and Steps is ``steps``. Every DiffPortrait3D
-    node, link and output node stays as shipped."""
-    prompt = shared_api_prompt(name)
-    del prompt["3"]
-    for node_id in TEXT_NODES[1:]:
-        prompt[node_id] = {"inputs": {}, "class_type": "DP3DTestTinyText", "_meta": prompt[node_id]["_meta"]}
+    """A shared workflow's API prompt sized for the tiny reference model: images are ``size`` pixels and Steps
+    is ``steps``. Every node, link and output node stays as shipped (the Empty Prompt node reads the tiny
+    model's text context from ``tiny_model_files``)."""
+    from diffportrait3d.cli.demo import sized_prompt
+
+    prompt = sized_prompt(shared_api_prompt(name), size)
     for node in prompt.values():
-        if node["class_type"] == "EmptyLatentImage":
-            node["inputs"].update(width=size, height=size)
-        if node["class_type"].startswith("DP3DPose") and "size" in node["inputs"]:
-            node["inputs"]["size"] = size
         if node["_meta"]["title"] == "Steps":
             node["inputs"]["value"] = steps
     return prompt
@@ -249,11 +241,18 @@ def tiny_workflow(name: str = "official_8_views", size: int = 64, steps: int = 2
 
 @pytest.fixture(scope="session")
 def tiny_model_files(tmp_path_factory) -> Path:
-    """A folder with the tiny reference model converted (fp32) under the official file names."""
+    """A folder with the tiny reference model converted (fp32) under the official file names. The tiny model has
+    no CLIP: its empty-prompt file holds the text context of the golden runs (``c_crossattn_0``)."""
+    from safetensors.torch import load_file
+
     from diffportrait3d.kernels.checkpoint.convert import convert_checkpoint
+    from diffportrait3d.kernels.checkpoint.empty_prompt import EMPTY_PROMPT_FILE, write_empty_prompt
 
     out = tmp_path_factory.mktemp("tiny_models")
     convert_checkpoint(FIXTURES / "tiny_official.safetensors", out, dtype="fp32", config_path=FIXTURES / "tiny_config.json")
+    context = load_file(FIXTURES / "golden_apply_v8.safetensors")["c_crossattn_0"][:1]
+    conditioning = {"cond": context, "pooled_output": context[:, 1]}  # pooled: the state at the end token
+    write_empty_prompt(out / EMPTY_PROMPT_FILE, conditioning, {"dp3d.source_file": "golden_apply_v8.safetensors"})
     return out
 
 
@@ -411,7 +410,7 @@ def run_cli(*args, cwd: Path, timeout: int = 300):
 def workflow_kit():
     """Helpers of the workflow tests (conftest is not importable under --import-mode=importlib)."""
     return types.SimpleNamespace(
-        host=HOST, root=ROOT, tiny_text_node=TINY_TEXT_NODE, shared_api_prompt=shared_api_prompt,
+        host=HOST, root=ROOT, shared_api_prompt=shared_api_prompt,
         tiny_workflow=tiny_workflow, write_test_images=write_test_images, comfy_base_folder=comfy_base_folder,
         tiny_server_models=tiny_server_models, run_cli=run_cli, server_process=ComfyServerProcess,
     )

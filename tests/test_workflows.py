@@ -78,7 +78,10 @@ def test_official_workflow_is_the_official_setup():
     assert values["Views"] == 8 and values["Steps"] == 50
     assert by_type["DP3DCameraPath"]["preset"] == "official16"
     assert by_type["EmptyLatentImage"]["width"] == by_type["EmptyLatentImage"]["height"] == 512
-    assert all(n["inputs"]["text"] == "" for n in api.values() if n["class_type"] == "CLIPTextEncode")
+    # The official prompt '' for both branches, as a stored constant: no text encoder in the graph.
+    assert by_type["ControlNetApplyAdvanced"]["positive"] == by_type["ControlNetApplyAdvanced"]["negative"]
+    assert api[by_type["ControlNetApplyAdvanced"]["positive"][0]]["class_type"] == "DP3DEmptyPrompt"
+    assert not {"CLIPLoader", "CLIPTextEncode"} & {n["class_type"] for n in api.values()}
     assert by_type["DP3DNoise"]["source"] == "reference_warped"
     assert {n["class_type"] for n in api.values()} >= {"SaveImage", "SaveAnimatedWEBP", "DP3DSaveCameraJSON", "DP3DPreviewGrid"}
 
@@ -100,12 +103,13 @@ def test_model_files_and_the_missing_models_message():
     files = model_files(load("lora_freeu_combined", ".api.json"))
     folders = {item.filename: item.folder for item in files}
     assert folders["diffportrait3d_unet.safetensors"] == "diffportrait3d"
-    assert folders["diffportrait3d_text_encoder.safetensors"] == "text_encoders"
+    assert folders["diffportrait3d_empty_prompt.safetensors"] == "diffportrait3d"
     assert folders["your_sd15_lora.safetensors"] == "loras"
     message = missing_models_message(files, {"loras": ["/x/models/loras"]})
     assert "your_sd15_lora.safetensors  ->  /x/models/loras" in message
     assert "diffportrait3d_cross_view.safetensors  ->  models/diffportrait3d/" in message
     assert "python -m diffportrait3d convert" in message
+    assert "add --only empty_prompt" in message  # the file older conversions lack
 
 
 def test_output_files_are_named_by_role():

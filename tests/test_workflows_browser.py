@@ -48,8 +48,7 @@ def test_ui_workflows_load_in_the_frontend_and_convert_to_accepted_prompts(
     if reason:
         pytest.skip(reason)
     models = workflow_kit.tiny_server_models(tiny_model_files)
-    # Validation lists file names only; these two are never loaded (the queued prompts are cancelled).
-    models["text_encoders"] = {"diffportrait3d_text_encoder.safetensors": None}
+    # Validation lists file names only; this one is never loaded (the queued prompts are cancelled).
     models["loras"] = {"your_sd15_lora.safetensors": None}
     server = comfy_server_factory(workflow_kit.comfy_base_folder(tmp_path / "server", models))
     names = ["official_8_views", "long_orbit_32_views", "driving_frames_pose", "lora_freeu_combined"]

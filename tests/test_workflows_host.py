@@ -2,7 +2,6 @@
 every API prompt passes ComfyUI's own validation, and the official workflow runs end to end with the tiny
 reference model through the same functions as ``python -m diffportrait3d run``."""
 
-import asyncio
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,10 +65,9 @@ def test_api_prompt_validates_against_the_node_definitions(comfy_host, run_promp
     prompt = shared_api_prompt(name)
     assert check_against_definitions(prompt, definitions_of(comfy_host)) == []
     placeholders = tmp_path / "models"
-    for folder, filename in (("text_encoders", "diffportrait3d_text_encoder.safetensors"), ("loras", "your_sd15_lora.safetensors")):
-        (placeholders / folder).mkdir(parents=True)
-        (placeholders / folder / filename).touch()  # validation lists file names only; nothing is loaded
-    models = {"diffportrait3d": tiny_model_files, "text_encoders": placeholders / "text_encoders", "loras": placeholders / "loras"}
+    (placeholders / "loras").mkdir(parents=True)
+    (placeholders / "loras" / "your_sd15_lora.safetensors").touch()  # validation lists file names only
+    models = {"diffportrait3d": tiny_model_files, "loras": placeholders / "loras"}
     workflow_kit.write_test_images(tmp_path / "input")
     with comfy_folders(tmp_path / "input", tmp_path / "output", models):
         valid, error, outputs, node_errors = run_prompt(prompt, expect_invalid=True)
@@ -92,9 +90,8 @@ def test_definition_check_names_a_wrong_link_and_a_bad_value(comfy_host):
 def test_official_workflow_runs_end_to_end_with_the_tiny_model(
     comfy_host, tiny_model_files, tmp_path, workflow_kit, monkeypatch, cpu_compute
 ):
-    """The shipped official API prompt with only its text encoding swapped for the tiny model's golden text
-    context (``tiny_workflow``: the tiny model has no CLIP), 8 views of 64x64 and 2 steps, run by ComfyUI's
-    PromptExecutor through the run command's own functions; the outputs land in the documented layout. Also
+    """The shipped official API prompt on the tiny model (its empty-prompt file holds the golden text context),
+    8 views of 64x64 and 2 steps (``tiny_workflow``), run by ComfyUI's PromptExecutor through the run command's own functions; the outputs land in the documented layout. Also
     with the opt-in bf16 compute ($DIFFPORTRAIT3D_CPU_COMPUTE), which every node must carry through."""
     import execution
     import numpy as np
@@ -103,8 +100,6 @@ def test_official_workflow_runs_end_to_end_with_the_tiny_model(
     from diffportrait3d.cli.workflow_jobs import job_prompt
     from diffportrait3d.cli.workflow_runner import check_models, copy_outputs, execute, validate
 
-    if "DP3DTestTinyText" not in comfy_host.nodes.NODE_CLASS_MAPPINGS:
-        assert asyncio.run(comfy_host.nodes.load_custom_node(str(workflow_kit.tiny_text_node)))
     model_loading = comfy_host.pack_module.nodes.model_loading  # the pack as ComfyUI imported it
     monkeypatch.setenv("DIFFPORTRAIT3D_CPU_COMPUTE", cpu_compute)
     storage_dtypes = []  # of every network the pack's loaders build for this run
@@ -149,7 +144,7 @@ def test_run_in_process_lists_every_missing_model_file_before_running(comfy_host
     assert result.returncode == 2, result.stderr[-3000:]
     for filename, folder in [("diffportrait3d_unet.safetensors", "diffportrait3d"), ("diffportrait3d_vae.safetensors", "diffportrait3d"),
                              ("diffportrait3d_appearance.safetensors", "diffportrait3d"), ("diffportrait3d_cross_view.safetensors", "diffportrait3d"),
-                             ("diffportrait3d_pose_controlnet.safetensors", "diffportrait3d"), ("diffportrait3d_text_encoder.safetensors", "text_encoders")]:
+                             ("diffportrait3d_pose_controlnet.safetensors", "diffportrait3d"), ("diffportrait3d_empty_prompt.safetensors", "diffportrait3d")]:
         line = next((line for line in result.stderr.splitlines() if line.strip().startswith(filename)), None)
         assert line is not None and str(tmp_path / "models" / folder) in line, (filename, result.stderr[-3000:])
     assert not (tmp_path / "out").exists()

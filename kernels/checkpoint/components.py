@@ -12,6 +12,9 @@ official key                            component                   key in the c
 ``first_stage_model.*``                 ``vae``                     ``encoder.…`` / ``decoder.…``
 ``cond_stage_model.transformer.*``      ``text_encoder``            ``text_model.…`` (transformers CLIP)
 ======================================  ==========================  ===========================================
+
+``empty_prompt`` (``diffportrait3d_empty_prompt.safetensors``) holds no checkpoint key: it is the text encoder's
+conditioning of the prompt ``''``, computed once at conversion.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ COMPONENT_FILES = {
     "cross_view": "diffportrait3d_cross_view.safetensors",
     "vae": "diffportrait3d_vae.safetensors",
     "text_encoder": "diffportrait3d_text_encoder.safetensors",
+    # Not routed from keys: computed at conversion from the text encoder (kernels/checkpoint/empty_prompt.py).
+    "empty_prompt": "diffportrait3d_empty_prompt.safetensors",
 }
 MOTION_MARKER = "_motion_module"
 CONTROLNET_PREFIX = "control_model."  # of the converted pose ControlNet: the original ControlNet's own prefix

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .components import COMPONENT_FILES, route_key
+from .empty_prompt import empty_prompt_conditioning, write_empty_prompt
 from .errors import ConversionError
 from .layout import cross_view_placements, is_buffer_key
 from .safetensors_stream import write_safetensors_streaming
@@ -165,10 +166,8 @@ def convert_source(
         if not pairs or (components is not None and component not in components):
             continue
         metadata = {
+            **_source_record(source, source_sha256),
             "dp3d.component": component,
-            "dp3d.format_version": FORMAT_VERSION,
-            "dp3d.source_file": source.path.name,
-            "dp3d.source_sha256": source_sha256,
             "dp3d.architecture": json.dumps(records[component], sort_keys=True),
             "dp3d.dtype": dtype,
         }
@@ -183,8 +182,33 @@ def convert_source(
         log.info("writing %s (%d tensors)", path, len(entries))
         size = write_safetensors_streaming(path, entries, _fetcher(source, dict(pairs)), metadata)
         report.written[component] = (path, len(entries), size)
+    text_pairs = plan.get("text_encoder")
+    if text_pairs and (components is None or "empty_prompt" in components):
+        report.written["empty_prompt"] = _write_empty_prompt(source, source_sha256, text_pairs, dtype, out_dir)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _source_record(source: CheckpointSource, source_sha256: str) -> dict[str, str]:
+    return {
+        "dp3d.format_version": FORMAT_VERSION,
+        "dp3d.source_file": source.path.name,
+        "dp3d.source_sha256": source_sha256,
+    }
+
+
+def _write_empty_prompt(source, source_sha256: str, text_pairs, dtype: str, out_dir: Path) -> tuple[Path, int, int]:
+    """The conditioning of ``''`` from the text encoder as converted (weights rounded to the storage dtype,
+    computed in float32), written beside the component files."""
+    storage = STORAGE_DTYPES[dtype]
+    weights = {
+        target: source.tensor(key).to(_stored_dtype(key, source.infos[key].dtype, storage)) for target, key in text_pairs
+    }
+    path = out_dir / COMPONENT_FILES["empty_prompt"]
+    log.info("writing %s (the text encoder's conditioning of the empty prompt)", path)
+    metadata = {**_source_record(source, source_sha256), "dp3d.dtype": "fp32", "dp3d.text_encoder_dtype": dtype}
+    size = write_empty_prompt(path, empty_prompt_conditioning(weights), metadata)
+    return path, 2, size
 
 
 def _fetcher(source, source_key_of: dict[str, str]):
