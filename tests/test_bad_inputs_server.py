@@ -37,7 +37,7 @@ def tiny_server(tiny_model_files, tmp_path_factory, workflow_kit):
     models = workflow_kit.tiny_server_models(tiny_model_files)
     broken = broken_unet_files(tiny_model_files / "diffportrait3d_unet.safetensors", tmp_path_factory.mktemp("broken") / "files")
     models["diffportrait3d"].update(broken)
-    base = workflow_kit.comfy_base_folder(tmp_path_factory.mktemp("server"), models, [workflow_kit.tiny_text_node])
+    base = workflow_kit.comfy_base_folder(tmp_path_factory.mktemp("server"), models)
     process = workflow_kit.server_process(base)
     try:
         yield ComfyServer(process.url, timeout=60), process

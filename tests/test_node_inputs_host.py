@@ -24,8 +24,6 @@ def tiny_run(comfy_host, tiny_model_files, tmp_path, workflow_kit):
     from diffportrait3d.cli.workflow_jobs import job_prompt
     from diffportrait3d.cli.workflow_runner import ExecutorMessages
 
-    if "DP3DTestTinyText" not in comfy_host.nodes.NODE_CLASS_MAPPINGS:
-        assert asyncio.run(comfy_host.nodes.load_custom_node(str(workflow_kit.tiny_text_node)))
     workflow_kit.write_test_images(tmp_path / "input")
     saved = folder_paths.get_input_directory(), folder_paths.get_output_directory()
     folder_paths.add_model_folder_path("diffportrait3d", str(tiny_model_files))
