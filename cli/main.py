@@ -43,7 +43,7 @@ def _run_convert(options) -> int:
 
 
 def _add_poses(commands) -> None:
-    from ..kernels.poses.camera_paths import INTERPOLATIONS, OFFICIAL_ORBIT_A, OFFICIAL_ORBIT_B, PRESETS
+    from ..kernels.poses.camera_path_names import INTERPOLATIONS, OFFICIAL_ORBIT_A, OFFICIAL_ORBIT_B, PRESETS
 
     parser = commands.add_parser(
         "poses",
