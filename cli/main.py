@@ -261,7 +261,7 @@ def _run_bench(options) -> int:
 def _add_workflows(commands) -> None:
     parser = commands.add_parser(
         "workflows",
-        help="write or check workflows/*.json (UI) and *.api.json from their descriptions",
+        help="write or check workflows/*.json (UI) and workflows/api/*.api.json from their descriptions",
         description="Build the shared workflows from cli/workflow_graphs.py with the node definitions of a "
         "ComfyUI found like the tests find it (COMFYUI_PATH, ../.., ~/comfy/ComfyUI) and this pack.",
     )
@@ -277,7 +277,7 @@ def _run_workflows(options) -> int:
 
     from .comfy_host import PACK_ROOT
     from .comfy_session import ComfyUINotFound, node_definitions, start_comfyui
-    from .workflow_graphs import workflow_files
+    from .workflow_graphs import WORKFLOWS, workflow_files
 
     try:
         start_comfyui(cpu=True)
@@ -290,11 +290,19 @@ def _run_workflows(options) -> int:
     for name, text in files.items():
         path = folder / name
         if options.write:
-            folder.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path}")
         elif not path.is_file() or path.read_text(encoding="utf-8") != text:
             stale.append(str(path))
+    # API files directly in workflows/ (their old place) would show in ComfyUI's templates menu, where they fail.
+    for misplaced in (folder / f"{name}.api.json" for name in WORKFLOWS):
+        if misplaced.is_file():
+            if options.write:
+                misplaced.unlink()
+                print(f"removed {misplaced} (API files live in {folder / 'api'})")
+            else:
+                stale.append(f"{misplaced} (misplaced: the templates menu would list it)")
     if stale:
         print("out of date (run: python -m diffportrait3d workflows --write):\n  " + "\n  ".join(stale), file=sys.stderr)
         return 1
@@ -337,17 +345,19 @@ def _add_run(commands) -> None:
 
 
 def _workflow_path(name: str):
+    """A workflow file given by path, or a shared workflow's API file (``workflows/api/<name>.api.json``) by name."""
     from pathlib import Path
 
     from .comfy_host import PACK_ROOT
+    from .workflow_graphs import API_FOLDER, api_file
 
     path = Path(name)
     if path.is_file():
         return path
-    shared = PACK_ROOT / "workflows" / f"{name}.api.json"
+    shared = PACK_ROOT / "workflows" / api_file(name)
     if shared.is_file():
         return shared
-    known = sorted(p.name[: -len(".api.json")] for p in (PACK_ROOT / "workflows").glob("*.api.json"))
+    known = sorted(p.name[: -len(".api.json")] for p in (PACK_ROOT / "workflows" / API_FOLDER).glob("*.api.json"))
     raise FileNotFoundError(f"--workflow {name}: no such file, nor a shared workflow (shared: {', '.join(known)})")
 
 

@@ -53,7 +53,7 @@ def load_prompt(path: Path) -> dict:
     if isinstance(prompt, dict) and "nodes" in prompt and "links" in prompt:
         raise JobError(
             f"--workflow {path} is a UI workflow (what the frontend saves); give its API format instead "
-            "(workflows/<name>.api.json, or in ComfyUI: Workflow > Export (API))"
+            "(workflows/api/<name>.api.json, or in ComfyUI: Workflow > Export (API))"
         )
     if not isinstance(prompt, dict) or not all(isinstance(n, dict) and "class_type" in n for n in prompt.values()):
         raise JobError(f"--workflow {path}: not an API-format prompt ({{node_id: {{class_type, inputs}}}})")

@@ -225,7 +225,9 @@ TEXT_NODES = ("3", "20", "21")  # CLIPLoader and the two CLIPTextEncode nodes of
 def shared_api_prompt(name: str) -> dict:
     import json
 
-    return json.loads((WORKFLOWS_DIR / f"{name}.api.json").read_text(encoding="utf-8"))
+    from diffportrait3d.cli.workflow_graphs import api_file
+
+    return json.loads((WORKFLOWS_DIR / api_file(name)).read_text(encoding="utf-8"))
 
 
 def tiny_workflow(name: str = "official_8_views", size: int = 64, steps: int = 2) -> dict:
