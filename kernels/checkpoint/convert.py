@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ... import __version__ as PACK_VERSION
 from .components import COMPONENT_FILES, route_key
 from .errors import ConversionError
 from .layout import cross_view_placements, is_buffer_key
@@ -167,6 +168,7 @@ def convert_source(
         metadata = {
             "dp3d.component": component,
             "dp3d.format_version": FORMAT_VERSION,
+            "dp3d.pack_version": PACK_VERSION,
             "dp3d.source_file": source.path.name,
             "dp3d.source_sha256": source_sha256,
             "dp3d.architecture": json.dumps(records[component], sort_keys=True),
