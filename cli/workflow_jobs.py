@@ -132,10 +132,12 @@ def missing_models_message(missing: list[ModelFile], folder_paths: dict[str, lis
     for item in missing:
         where = " or ".join(folder_paths.get(item.folder, [])) or f"models/{item.folder}/"
         lines.append(f"  {item.filename}  ->  {where}  (node {item.node_id} {item.class_type}.{item.input_name})")
-    if any(item.folder == "diffportrait3d" for item in missing):
-        lines.append("The diffportrait3d_*.safetensors files come from: python -m diffportrait3d convert "
-                     "model_state-540000-001.th --out ComfyUI/models/diffportrait3d (move the text encoder to "
-                     "models/text_encoders/).")
+    if any(item.folder in ("diffportrait3d", "text_encoders") for item in missing):
+        from ..kernels.checkpoint.official_release import CHECKPOINT_SOURCE, convert_command
+
+        lines.append(f"The diffportrait3d_*.safetensors files are made from {CHECKPOINT_SOURCE} by: "
+                     f"{convert_command()} (then move the text encoder to models/text_encoders/). "
+                     "`python -m diffportrait3d doctor` checks them.")
     return "\n".join(lines)
 
 

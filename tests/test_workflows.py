@@ -109,7 +109,8 @@ def test_model_files_and_the_missing_models_message():
     message = missing_models_message(files, {"loras": ["/x/models/loras"]})
     assert "your_sd15_lora.safetensors  ->  /x/models/loras" in message
     assert "diffportrait3d_cross_view.safetensors  ->  models/diffportrait3d/" in message
-    assert "python -m diffportrait3d convert" in message
+    assert "python -m diffportrait3d convert model_state-540000-001.th" in message
+    assert "drive.google.com" in message and "FreedomGu/DiffPortrait3D" in message  # where the checkpoint comes from
 
 
 def test_output_files_are_named_by_role():
