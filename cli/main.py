@@ -482,7 +482,38 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
         return 1 if failed else 0
 
 
-COMMANDS = [_add_convert, _add_poses, _add_run, _add_workflows, _add_bench]
+def _add_doctor(commands) -> None:
+    parser = commands.add_parser(
+        "doctor",
+        help="check the set-up: ComfyUI, the model files (header only), device, dtype, memory; each problem with its fix",
+        description="Say where ComfyUI was looked for and found, which model files of the official workflow are "
+        "present (component, architecture, dtype, the pack version that converted them) or missing or broken, the "
+        "device and the dtype ComfyUI would use there, and an estimated memory need for 8 views at 512x512. Exit "
+        "code 0 when everything needed is there, 1 otherwise. Loads no weights, downloads nothing.",
+    )
+    parser.add_argument("--models", action="append", default=[], metavar="DIR",
+                        help="also a models folder laid out like ComfyUI/models, searched first (repeatable; as for run)")
+    parser.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
+                        help="ComfyUI extra_model_paths.yaml files to apply (the host's own is always read)")
+    parser.set_defaults(run=_run_doctor)
+
+
+def _run_doctor(options) -> int:
+    from pathlib import Path
+
+    from .doctor import run_doctor
+
+    configs = [Path(p) for p in options.extra_model_paths_config]
+    for config in configs:
+        if not config.is_file():
+            print(f"error: --extra-model-paths-config {config}: no such file", file=sys.stderr)
+            return 2
+    code, text = run_doctor([Path(p) for p in options.models], configs)
+    print(text)
+    return code
+
+
+COMMANDS = [_add_convert, _add_poses, _add_run, _add_workflows, _add_bench, _add_doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:
