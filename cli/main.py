@@ -341,6 +341,8 @@ def _add_run(commands) -> None:
                         help="in-process: a models folder laid out like ComfyUI/models (searched first; repeatable)")
     parser.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
                         help="in-process: ComfyUI extra_model_paths.yaml files (the host's own is always read)")
+    parser.add_argument("--threads", type=int,
+                        help="in-process on a CPU: torch threads (default: $OMP_NUM_THREADS, else the physical cores)")
     parser.set_defaults(run=_run_run)
 
 
@@ -441,20 +443,31 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
     import tempfile
     from pathlib import Path
 
+    from .comfy_log import log_to_file, prints_to
     from .comfy_session import ComfyUINotFound, start_comfyui
+    from .cpu_threads import thread_count
     from .server_client import write_manifest
     from .workflow_jobs import JobError, job_prompt
     from .workflow_runner import add_models_root, check_models, copy_outputs, execute, validate
 
+    try:
+        threads, why = thread_count(options.threads)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    log_path = out / "comfyui.log"
+    log = log_to_file(log_path)
     with tempfile.TemporaryDirectory(prefix="diffportrait3d-run-") as scratch:
         inputs, outputs, previews = Path(scratch) / "input", Path(scratch) / "output", Path(scratch) / "temp"
         for folder in (inputs, outputs, previews):
             folder.mkdir()
         try:
-            session = start_comfyui(
-                input_directory=inputs, output_directory=outputs, temp_directory=previews,
-                extra_model_paths=tuple(Path(p) for p in options.extra_model_paths_config),
-            )
+            with prints_to(log):
+                session = start_comfyui(
+                    input_directory=inputs, output_directory=outputs, temp_directory=previews,
+                    extra_model_paths=tuple(Path(p) for p in options.extra_model_paths_config),
+                )
+            print(_device_line(threads, why) + f"; ComfyUI {session.path}, its log: {log_path}")
             for root in options.models:
                 add_models_root(session.folder_paths, Path(root))
             ready = []
@@ -465,6 +478,9 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
             check_models(session.folder_paths, ready[0][2])
         except (ComfyUINotFound, JobError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
+            return 2
+        except RuntimeError as error:  # the pack did not load into ComfyUI: the reason is in its log
+            print(f"error: {error}; ComfyUI's log: {log_path}", file=sys.stderr)
             return 2
         executor, failed = None, 0
         for portrait, name, job in ready:
@@ -511,6 +527,21 @@ def _run_doctor(options) -> int:
     code, text = run_doctor([Path(p) for p in options.models], configs)
     print(text)
     return code
+
+
+def _device_line(threads: int, why: str) -> str:
+    """Set torch's CPU threads; the device ComfyUI computes on, and the threads, in words."""
+    import torch
+
+    torch.set_num_threads(threads)
+    import comfy.model_management
+
+    device = comfy.model_management.get_torch_device()
+    if device.type == "cuda":
+        return f"device: {torch.cuda.get_device_name(device)} (CUDA)"
+    if device.type == "cpu":
+        return f"device: CPU, {threads} threads ({why}; --threads N to change)"
+    return f"device: {device}"
 
 
 COMMANDS = [_add_convert, _add_poses, _add_run, _add_workflows, _add_bench, _add_doctor]

@@ -152,7 +152,15 @@ def test_run_in_process_lists_every_missing_model_file_before_running(comfy_host
                              ("diffportrait3d_pose_controlnet.safetensors", "diffportrait3d"), ("diffportrait3d_text_encoder.safetensors", "text_encoders")]:
         line = next((line for line in result.stderr.splitlines() if line.strip().startswith(filename)), None)
         assert line is not None and str(tmp_path / "models" / folder) in line, (filename, result.stderr[-3000:])
-    assert not (tmp_path / "out").exists()
+    # Nothing ran: the output folder holds ComfyUI's log only, and ComfyUI's start-up lines are there, not on
+    # the console, which says the device and threads instead.
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["comfyui.log"]
+    log = (out / "comfyui.log").read_text(encoding="utf-8")
+    assert "pytorch version:" in log and "Device: cpu" in log
+    for noise in ("pytorch version:", "Device: cpu", "Traceback", "Cannot import"):
+        assert noise not in result.stdout and noise not in result.stderr, noise
+    assert f"device: CPU, 1 threads (OMP_NUM_THREADS; --threads N to change); ComfyUI {host}, its log: {out / 'comfyui.log'}" in result.stdout
 
 
 def test_templates_menu_of_a_real_server_lists_only_the_ui_workflows(comfy_server_factory, tmp_path, workflow_kit):
