@@ -154,7 +154,8 @@ def check_file(report: Report, filename: str, folder: str, searched: list[Path])
     made_by = f"pack {version}" if version else "a pack before 0.1.0's version record"
     report.say(f"  ok       {filename}  {path}")
     report.say(f"           {component}, {architecture}, {meta.get('dp3d.dtype', '?')} ({size}); converted by {made_by} "
-               f"(format {meta.get('dp3d.format_version', '?')}) from {meta.get('dp3d.source_file', '?')}")
+               f"(format {meta.get('dp3d.format_version', '?')}) from {meta.get('dp3d.source_file', '?')} "
+               f"(sha256 {meta.get('dp3d.source_sha256', '?')[:16]}...)")
     if architecture.startswith("tiny"):
         report.say("           (tiny random weights make noise, not faces: a check of the install only)")
 
