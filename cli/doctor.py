@@ -17,6 +17,9 @@ from pathlib import Path
 from .comfy_host import PACK_ROOT, comfyui_candidates, looks_like_comfyui
 
 CONVERTED_FOLDERS = ("diffportrait3d", "text_encoders")  # folders the pack's converter writes for
+# Modules ComfyUI imports when it starts (from its requirements.txt), looked up without importing them.
+COMFYUI_MODULES = ("yaml", "aiohttp", "torchsde", "torchvision", "einops", "transformers", "safetensors", "PIL",
+                   "scipy", "av", "psutil", "sqlalchemy", "alembic", "comfy_kitchen")
 
 
 @dataclass
@@ -56,6 +59,17 @@ def find_host(report: Report) -> Path | None:
         else:
             found = "no folder" if not folder.exists() else "not a ComfyUI (no comfy/model_patcher.py and nodes.py)"
         report.say(f"  {label}: {folder}: {found}")
+    if host is not None:
+        import importlib.util
+
+        absent = [name for name in COMFYUI_MODULES if importlib.util.find_spec(name) is None]
+        if absent:
+            report.say(f"  missing Python modules ComfyUI needs: {', '.join(absent)}")
+            report.problem(
+                f"ComfyUI's Python needs are not installed in {sys.prefix} ({', '.join(absent)})",
+                f"bash .ci/setup-comfyui.sh {host}  (from a clone of this pack; it keeps your torch: README, "
+                "'Install into ComfyUI')",
+            )
     if host is None:
         report.problem(
             "no ComfyUI found",
@@ -73,9 +87,13 @@ def model_folders(host: Path | None, roots: list[Path], extra_configs: list[Path
     if host is not None:
         if str(host) not in sys.path:
             sys.path.insert(0, str(host))
-        import folder_paths  # light: no torch, no model code
-        from utils.extra_config import load_extra_path_config
-
+        try:
+            import folder_paths  # light: no torch, no model code
+            from utils.extra_config import load_extra_path_config
+        except ImportError:  # its Python needs are missing (reported above): its default folders only
+            folders = {name: [host / "models" / name] for name in CONVERTED_FOLDERS}
+            host = None
+    if host is not None:
         if "diffportrait3d" not in folder_paths.folder_names_and_paths:  # what the pack registers when loaded
             folder_paths.folder_names_and_paths["diffportrait3d"] = (
                 [os.path.join(folder_paths.models_dir, "diffportrait3d")], {".safetensors"})
@@ -151,7 +169,7 @@ def check_file(report: Report, filename: str, folder: str, searched: list[Path])
              f"{path} has no readable architecture record", f"delete it, then: {remake}")
         return
     version = meta.get("dp3d.pack_version")
-    made_by = f"pack {version}" if version else "a pack before 0.1.0's version record"
+    made_by = f"pack {version}" if version else "an earlier pack (no version recorded)"
     report.say(f"  ok       {filename}  {path}")
     report.say(f"           {component}, {architecture}, {meta.get('dp3d.dtype', '?')} ({size}); converted by {made_by} "
                f"(format {meta.get('dp3d.format_version', '?')}) from {meta.get('dp3d.source_file', '?')} "
