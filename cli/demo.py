@@ -86,6 +86,7 @@ Outputs in {out}:
   orbit.webp                          the views as a looping animation
   cameras.json                        the cameras (EG3D labels, yaw/pitch/roll per view)
   outputs.json                        what was written, from which portrait
+  comfyui.log                         ComfyUI's own messages during the run
 
 For real views:
   1. Download the official checkpoint model_state-540000-001.th (about 10 GB; linked from the official
@@ -111,6 +112,7 @@ def run_demo(out: Path, views: int, steps: int, size: int, seed: int = 0) -> int
     import tempfile
     import time
 
+    from .comfy_log import log_to_file, prints_to
     from .comfy_session import ComfyUINotFound, start_comfyui
     from .main import _workflow_path
     from .server_client import write_manifest
@@ -124,14 +126,18 @@ def run_demo(out: Path, views: int, steps: int, size: int, seed: int = 0) -> int
         folders = {name: scratch / name for name in ("input", "output", "temp", "models")}
         for folder in folders.values():
             folder.mkdir()
+        log_path = out / "comfyui.log"
+        log = log_to_file(log_path)
         try:
-            session = start_comfyui(
-                input_directory=folders["input"], output_directory=folders["output"], temp_directory=folders["temp"],
-                host_model_paths=False,
-            )
+            with prints_to(log):
+                session = start_comfyui(
+                    input_directory=folders["input"], output_directory=folders["output"],
+                    temp_directory=folders["temp"], host_model_paths=False,
+                )
         except ComfyUINotFound as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        print(f"ComfyUI {session.path} (its messages: {log_path})")
         print(f"making a tiny model with random weights in {folders['models']} ...")
         write_tiny_random_model(folders["models"] / "diffportrait3d", seed)
         add_models_root(session.folder_paths, folders["models"])

@@ -43,7 +43,7 @@ def _run_convert(options) -> int:
 
 
 def _add_poses(commands) -> None:
-    from ..kernels.poses.camera_paths import INTERPOLATIONS, OFFICIAL_ORBIT_A, OFFICIAL_ORBIT_B, PRESETS
+    from ..kernels.poses.camera_path_names import INTERPOLATIONS, OFFICIAL_ORBIT_A, OFFICIAL_ORBIT_B, PRESETS
 
     parser = commands.add_parser(
         "poses",
@@ -261,7 +261,7 @@ def _run_bench(options) -> int:
 def _add_workflows(commands) -> None:
     parser = commands.add_parser(
         "workflows",
-        help="write or check workflows/*.json (UI) and *.api.json from their descriptions",
+        help="write or check workflows/*.json (UI) and workflows/api/*.api.json from their descriptions",
         description="Build the shared workflows from cli/workflow_graphs.py with the node definitions of a "
         "ComfyUI found like the tests find it (COMFYUI_PATH, ../.., ~/comfy/ComfyUI) and this pack.",
     )
@@ -277,7 +277,7 @@ def _run_workflows(options) -> int:
 
     from .comfy_host import PACK_ROOT
     from .comfy_session import ComfyUINotFound, node_definitions, start_comfyui
-    from .workflow_graphs import workflow_files
+    from .workflow_graphs import WORKFLOWS, workflow_files
 
     try:
         start_comfyui(cpu=True)
@@ -290,11 +290,19 @@ def _run_workflows(options) -> int:
     for name, text in files.items():
         path = folder / name
         if options.write:
-            folder.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path}")
         elif not path.is_file() or path.read_text(encoding="utf-8") != text:
             stale.append(str(path))
+    # API files directly in workflows/ (their old place) would show in ComfyUI's templates menu, where they fail.
+    for misplaced in (folder / f"{name}.api.json" for name in WORKFLOWS):
+        if misplaced.is_file():
+            if options.write:
+                misplaced.unlink()
+                print(f"removed {misplaced} (API files live in {folder / 'api'})")
+            else:
+                stale.append(f"{misplaced} (misplaced: the templates menu would list it)")
     if stale:
         print("out of date (run: python -m diffportrait3d workflows --write):\n  " + "\n  ".join(stale), file=sys.stderr)
         return 1
@@ -333,21 +341,25 @@ def _add_run(commands) -> None:
                         help="in-process: a models folder laid out like ComfyUI/models (searched first; repeatable)")
     parser.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
                         help="in-process: ComfyUI extra_model_paths.yaml files (the host's own is always read)")
+    parser.add_argument("--threads", type=int,
+                        help="in-process on a CPU: torch threads (default: $OMP_NUM_THREADS, else the physical cores)")
     parser.set_defaults(run=_run_run)
 
 
 def _workflow_path(name: str):
+    """A workflow file given by path, or a shared workflow's API file (``workflows/api/<name>.api.json``) by name."""
     from pathlib import Path
 
     from .comfy_host import PACK_ROOT
+    from .workflow_graphs import API_FOLDER, api_file
 
     path = Path(name)
     if path.is_file():
         return path
-    shared = PACK_ROOT / "workflows" / f"{name}.api.json"
+    shared = PACK_ROOT / "workflows" / api_file(name)
     if shared.is_file():
         return shared
-    known = sorted(p.name[: -len(".api.json")] for p in (PACK_ROOT / "workflows").glob("*.api.json"))
+    known = sorted(p.name[: -len(".api.json")] for p in (PACK_ROOT / "workflows" / API_FOLDER).glob("*.api.json"))
     raise FileNotFoundError(f"--workflow {name}: no such file, nor a shared workflow (shared: {', '.join(known)})")
 
 
@@ -431,20 +443,31 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
     import tempfile
     from pathlib import Path
 
+    from .comfy_log import log_to_file, prints_to
     from .comfy_session import ComfyUINotFound, start_comfyui
+    from .cpu_threads import thread_count
     from .server_client import write_manifest
     from .workflow_jobs import JobError, job_prompt
     from .workflow_runner import add_models_root, check_models, copy_outputs, execute, validate
 
+    try:
+        threads, why = thread_count(options.threads)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    log_path = out / "comfyui.log"
+    log = log_to_file(log_path)
     with tempfile.TemporaryDirectory(prefix="diffportrait3d-run-") as scratch:
         inputs, outputs, previews = Path(scratch) / "input", Path(scratch) / "output", Path(scratch) / "temp"
         for folder in (inputs, outputs, previews):
             folder.mkdir()
         try:
-            session = start_comfyui(
-                input_directory=inputs, output_directory=outputs, temp_directory=previews,
-                extra_model_paths=tuple(Path(p) for p in options.extra_model_paths_config),
-            )
+            with prints_to(log):
+                session = start_comfyui(
+                    input_directory=inputs, output_directory=outputs, temp_directory=previews,
+                    extra_model_paths=tuple(Path(p) for p in options.extra_model_paths_config),
+                )
+            print(_device_line(threads, why) + f"; ComfyUI {session.path}, its log: {log_path}")
             for root in options.models:
                 add_models_root(session.folder_paths, Path(root))
             ready = []
@@ -455,6 +478,9 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
             check_models(session.folder_paths, ready[0][2])
         except (ComfyUINotFound, JobError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
+            return 2
+        except RuntimeError as error:  # the pack did not load into ComfyUI: the reason is in its log
+            print(f"error: {error}; ComfyUI's log: {log_path}", file=sys.stderr)
             return 2
         executor, failed = None, 0
         for portrait, name, job in ready:
@@ -509,11 +535,56 @@ def _run_demo(options) -> int:
         # The tiny model's products are too small for threads to pay: on 2 cores one thread took 8 s, two 14 s
         # (and 60 s beside other busy processes).
         torch.set_num_threads(1)
-    logging.getLogger().setLevel(logging.WARNING)  # ComfyUI's model loading messages
     return run_demo(Path(options.out), options.views, options.steps, options.size)
 
 
-COMMANDS = [_add_demo, _add_convert, _add_poses, _add_run, _add_workflows, _add_bench]
+def _add_doctor(commands) -> None:
+    parser = commands.add_parser(
+        "doctor",
+        help="check the set-up: ComfyUI, the model files (header only), device, dtype, memory; each problem with its fix",
+        description="Say where ComfyUI was looked for and found, which model files of the official workflow are "
+        "present (component, architecture, dtype, the pack version that converted them) or missing or broken, the "
+        "device and the dtype ComfyUI would use there, and an estimated memory need for 8 views at 512x512. Exit "
+        "code 0 when everything needed is there, 1 otherwise. Loads no weights, downloads nothing.",
+    )
+    parser.add_argument("--models", action="append", default=[], metavar="DIR",
+                        help="also a models folder laid out like ComfyUI/models, searched first (repeatable; as for run)")
+    parser.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
+                        help="ComfyUI extra_model_paths.yaml files to apply (the host's own is always read)")
+    parser.set_defaults(run=_run_doctor)
+
+
+def _run_doctor(options) -> int:
+    from pathlib import Path
+
+    from .doctor import run_doctor
+
+    configs = [Path(p) for p in options.extra_model_paths_config]
+    for config in configs:
+        if not config.is_file():
+            print(f"error: --extra-model-paths-config {config}: no such file", file=sys.stderr)
+            return 2
+    code, text = run_doctor([Path(p) for p in options.models], configs)
+    print(text)
+    return code
+
+
+def _device_line(threads: int, why: str) -> str:
+    """Set torch's CPU threads; the device ComfyUI computes on, and the threads, in words."""
+    import torch
+
+    torch.set_num_threads(threads)
+    import comfy.model_management
+
+    device = comfy.model_management.get_torch_device()
+    if device.type == "cuda":
+        return f"device: {torch.cuda.get_device_name(device)} (CUDA)"
+    if device.type == "cpu":
+        return f"device: CPU, {threads} threads ({why}; --threads N to change)"
+    return f"device: {device}"
+
+
+COMMANDS = [_add_demo, _add_convert, _add_poses, _add_run, _add_workflows, _add_bench, _add_doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,7 @@
 """The pack's shared workflows, each described once (``python -m diffportrait3d workflows --write`` turns
-them into ``workflows/<name>.json`` (UI) and ``workflows/<name>.api.json`` (API)).
+them into ``workflows/<name>.json`` (UI) and ``workflows/api/<name>.api.json`` (API)). The API files sit in a
+subfolder because ComfyUI's templates menu lists every ``*.json`` directly in a custom node's ``workflows/``
+folder (``app/custom_node_manager.py``: ``*/workflows/*.json``, not recursive), and API files do not load there.
 
 Every workflow has the nodes the ``run`` command drives, found by title: a LoadImage titled ``Portrait``,
 and core PrimitiveInt nodes ``Views``, ``Steps`` and ``Seed`` (each feeds every input that must agree:
@@ -179,8 +181,17 @@ WORKFLOWS = {flow().name: flow for flow in (official, long_orbit, driving_frames
 OFFICIAL = "official_8_views"
 
 
+API_FOLDER = "api"
+
+
+def api_file(name: str) -> str:
+    """Path of a shared workflow's API-format file, relative to the workflows folder."""
+    return f"{API_FOLDER}/{name}.api.json"
+
+
 def workflow_files(definitions: dict) -> dict[str, str]:
-    """``{file name: JSON text}`` of every shared workflow: ``<name>.json`` (UI) and ``<name>.api.json``."""
+    """``{path relative to workflows/: JSON text}`` of every shared workflow: ``<name>.json`` (UI) and
+    ``api/<name>.api.json``."""
     import json
 
     from .workflow_format import api_prompt, complete_inputs, ui_workflow
@@ -190,5 +201,5 @@ def workflow_files(definitions: dict) -> dict[str, str]:
         flow = build()
         complete_inputs(flow, definitions)
         files[f"{name}.json"] = json.dumps(ui_workflow(flow, definitions), indent=1) + "\n"
-        files[f"{name}.api.json"] = json.dumps(api_prompt(flow), indent=1) + "\n"
+        files[api_file(name)] = json.dumps(api_prompt(flow), indent=1) + "\n"
     return files

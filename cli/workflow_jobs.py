@@ -54,7 +54,7 @@ def load_prompt(path: Path) -> dict:
     if isinstance(prompt, dict) and "nodes" in prompt and "links" in prompt:
         raise JobError(
             f"--workflow {path} is a UI workflow (what the frontend saves); give its API format instead "
-            "(workflows/<name>.api.json, or in ComfyUI: Workflow > Export (API))"
+            "(workflows/api/<name>.api.json, or in ComfyUI: Workflow > Export (API))"
         )
     if not isinstance(prompt, dict) or not all(isinstance(n, dict) and "class_type" in n for n in prompt.values()):
         raise JobError(f"--workflow {path}: not an API-format prompt ({{node_id: {{class_type, inputs}}}})")
@@ -133,9 +133,11 @@ def missing_models_message(missing: list[ModelFile], folder_paths: dict[str, lis
     for item in missing:
         where = " or ".join(folder_paths.get(item.folder, [])) or f"models/{item.folder}/"
         lines.append(f"  {item.filename}  ->  {where}  (node {item.node_id} {item.class_type}.{item.input_name})")
-    if any(item.folder == "diffportrait3d" for item in missing):
-        lines.append("The diffportrait3d_*.safetensors files come from: python -m diffportrait3d convert "
-                     "model_state-540000-001.th --out ComfyUI/models/diffportrait3d.")
+    if any(item.folder in ("diffportrait3d", "text_encoders") for item in missing):
+        from ..kernels.checkpoint.official_release import CHECKPOINT_SOURCE, convert_command
+
+        lines.append(f"The diffportrait3d_*.safetensors files are made from {CHECKPOINT_SOURCE} by: "
+                     f"{convert_command()}. `python -m diffportrait3d doctor` checks them.")
     if any(item.class_type == "DP3DEmptyPrompt" for item in missing):
         lines.append("Files converted before the Empty Prompt node existed: add --only empty_prompt to that "
                      "command to write just diffportrait3d_empty_prompt.safetensors.")

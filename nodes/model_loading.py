@@ -25,6 +25,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from ..kernels.checkpoint.components import COMPONENT_FILES
 from ..kernels.checkpoint.errors import ConversionError
+from ..kernels.checkpoint.official_release import CHECKPOINT_SOURCE, convert_command
 from ..kernels.model.cross_view_attention import CrossViewModuleSet
 from ..kernels.model.image_range import to_signed_unit_range
 from ..kernels.model.unet_architecture import comfy_unet_kwargs
@@ -46,14 +47,15 @@ def register_model_folder() -> None:
 
 
 def model_file_path(filename: str, input_name: str, component: str) -> str:
-    """Full path of ``filename`` in the diffportrait3d folder, or an error that names the folder and file."""
+    """Full path of ``filename`` in the diffportrait3d folder, or an error that names the input, the folder, the
+    file to put there, where it comes from and the command that makes it."""
     path = folder_paths.get_full_path(MODEL_FOLDER, filename)
     if path is None:
-        folders = ", ".join(folder_paths.get_folder_paths(MODEL_FOLDER))
+        folders = folder_paths.get_folder_paths(MODEL_FOLDER)
         raise FileNotFoundError(
-            f"{input_name}: '{filename}' is not in the diffportrait3d model folder ({folders}). Put "
-            f"{COMPONENT_FILES[component]} there (made by: python -m diffportrait3d convert "
-            "model_state-540000-001.th --out ComfyUI/models/diffportrait3d)."
+            f"{input_name}: '{filename}' is not in the diffportrait3d model folder ({', '.join(folders)}). Put "
+            f"{COMPONENT_FILES[component]} there: it is made from {CHECKPOINT_SOURCE} by: "
+            f"{convert_command(folders[0] if folders else 'ComfyUI/models/diffportrait3d')}"
         )
     return path
 

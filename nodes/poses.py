@@ -10,14 +10,8 @@ from comfy_api.latest import io, ui
 
 from ..kernels.image_grid import image_grid
 from ..kernels.poses.camera import EG3D_FOCAL, EG3D_RADIUS, PIVOTS, CameraSet, frontal_camera_like
-from ..kernels.poses.camera_paths import (
-    INTERPOLATIONS,
-    OFFICIAL_ORBIT_A,
-    OFFICIAL_ORBIT_B,
-    PRESETS,
-    camera_path,
-    parse_keyframes,
-)
+from ..kernels.poses.camera_path_names import INTERPOLATIONS, OFFICIAL_ORBIT_A, OFFICIAL_ORBIT_B, PRESETS
+from ..kernels.poses.camera_paths import camera_path, parse_keyframes
 from ..kernels.poses.depth_mesh import depth_relief_mesh
 from ..kernels.poses.driving_frames import (
     assign_frames,

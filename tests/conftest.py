@@ -223,7 +223,9 @@ WORKFLOWS_DIR = ROOT / "workflows"
 def shared_api_prompt(name: str) -> dict:
     import json
 
-    return json.loads((WORKFLOWS_DIR / f"{name}.api.json").read_text(encoding="utf-8"))
+    from diffportrait3d.cli.workflow_graphs import api_file
+
+    return json.loads((WORKFLOWS_DIR / api_file(name)).read_text(encoding="utf-8"))
 
 
 def tiny_workflow(name: str = "official_8_views", size: int = 64, steps: int = 2) -> dict:

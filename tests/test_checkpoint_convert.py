@@ -8,6 +8,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+import diffportrait3d
 from diffportrait3d.cli.main import main as cli_main
 from diffportrait3d.kernels.checkpoint.components import COMPONENT_FILES
 from diffportrait3d.kernels.checkpoint.convert import (
@@ -89,6 +90,7 @@ def test_metadata_records_component_architecture_and_source_hash(tiny_converted)
             metadata = handle.metadata()
         assert metadata["dp3d.component"] == component
         assert metadata["dp3d.format_version"] == "1"
+        assert metadata["dp3d.pack_version"] == diffportrait3d.__version__
         assert metadata["dp3d.source_sha256"] == file_sha256(TINY) == report.source_sha256
         assert json.loads(metadata["dp3d.architecture"]) == records[component]
     with safe_open(str(out / COMPONENT_FILES["cross_view"]), "pt") as handle:

@@ -33,7 +33,8 @@ def test_demo_runs_the_official_workflow_and_says_its_weights_are_random(tmp_pat
     out = elsewhere / "diffportrait3d-demo"  # the default --out, in the working folder
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     views = [f"views/view_{i:02d}.png" for i in range(8)]  # default --views 8
-    assert files == sorted(["DEMO_README.txt", "cameras.json", "grid.png", "orbit.webp", "outputs.json", "portrait.png", *views])
+    assert files == sorted(["DEMO_README.txt", "cameras.json", "comfyui.log", "grid.png", "orbit.webp", "outputs.json",
+                            "portrait.png", *views])
     for name in views:
         with Image.open(out / name) as view:
             assert view.size == (128, 128)  # default --size 128
@@ -49,6 +50,8 @@ def test_demo_runs_the_official_workflow_and_says_its_weights_are_random(tmp_pat
                         "python -m diffportrait3d convert model_state-540000-001.th --out ComfyUI/models/diffportrait3d"):
         assert instruction in notice
     assert notice in result.stdout  # printed as well as written
+    # ComfyUI's start-up lines go to the log, not to the console.
+    assert "Total VRAM" in (out / "comfyui.log").read_text() and "Total VRAM" not in result.stdout + result.stderr
 
 
 def test_demo_refuses_a_size_the_tiny_model_cannot_take(tmp_path, workflow_kit):

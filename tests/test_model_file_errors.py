@@ -104,6 +104,22 @@ def test_missing_or_broken_metadata_is_an_error(comfy_host, tiny_model_files, tm
         assert "dp3d.architecture" in message
 
 
+def test_a_missing_file_names_the_input_the_folder_the_source_and_the_convert_command(comfy_host, tmp_path):
+    import folder_paths
+
+    from diffportrait3d.nodes.model_loading import MODEL_FOLDER, model_file_path
+
+    folders = folder_paths.get_folder_paths(MODEL_FOLDER)
+    with pytest.raises(FileNotFoundError) as caught:
+        model_file_path("not_there.safetensors", "vae", "vae")
+    message = str(caught.value)
+    assert message.startswith("vae: 'not_there.safetensors' is not in the diffportrait3d model folder")
+    assert all(folder in message for folder in folders)
+    assert "diffportrait3d_vae.safetensors" in message
+    assert "model_state-540000-001.th" in message and "drive.google.com" in message
+    assert f"python -m diffportrait3d convert model_state-540000-001.th --out {folders[0]}" in message
+
+
 def test_good_files_still_load(comfy_host, tiny_model_files, tmp_path):
     from diffportrait3d.nodes import model_loading
 

@@ -8,7 +8,7 @@ import pytest
 
 from diffportrait3d.cli.server_client import rejection_reasons
 from diffportrait3d.cli.workflow_format import NOTE_TYPES, is_link, ui_matches_api
-from diffportrait3d.cli.workflow_graphs import CONTROL_TITLES, OFFICIAL, OUTPUT_ROLES, WORKFLOWS
+from diffportrait3d.cli.workflow_graphs import CONTROL_TITLES, OFFICIAL, OUTPUT_ROLES, WORKFLOWS, api_file
 from diffportrait3d.cli.workflow_jobs import (
     JobError,
     describe_rejection,
@@ -25,13 +25,17 @@ WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 
 
 def load(name: str, suffix: str) -> dict:
-    return json.loads((WORKFLOWS_DIR / f"{name}{suffix}").read_text(encoding="utf-8"))
+    path = WORKFLOWS_DIR / (api_file(name) if suffix == ".api.json" else f"{name}{suffix}")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def test_every_workflow_ships_both_formats_and_nothing_else():
-    shipped = {p.name for p in WORKFLOWS_DIR.glob("*.json")}
-    expected = {f"{name}{suffix}" for name in WORKFLOWS for suffix in (".json", ".api.json")}
+    """UI files directly in workflows/ (ComfyUI's templates menu lists those), API files in workflows/api/ (it
+    does not look there: they would not load as templates)."""
+    shipped = {p.relative_to(WORKFLOWS_DIR).as_posix() for p in WORKFLOWS_DIR.rglob("*.json")}
+    expected = {f"{name}.json" for name in WORKFLOWS} | {api_file(name) for name in WORKFLOWS}
     assert shipped == expected
+    assert all(path.startswith("api/") for path in expected if path.endswith(".api.json"))
     assert len(WORKFLOWS) >= 4 and OFFICIAL in WORKFLOWS
 
 
@@ -108,7 +112,8 @@ def test_model_files_and_the_missing_models_message():
     message = missing_models_message(files, {"loras": ["/x/models/loras"]})
     assert "your_sd15_lora.safetensors  ->  /x/models/loras" in message
     assert "diffportrait3d_cross_view.safetensors  ->  models/diffportrait3d/" in message
-    assert "python -m diffportrait3d convert" in message
+    assert "python -m diffportrait3d convert model_state-540000-001.th" in message
+    assert "drive.google.com" in message and "FreedomGu/DiffPortrait3D" in message  # where the checkpoint comes from
     assert "add --only empty_prompt" in message  # the file older conversions lack
 
 
@@ -129,7 +134,7 @@ def test_inputs_of_the_run_command(tmp_path):
     ui_file = WORKFLOWS_DIR / f"{OFFICIAL}.json"
     with pytest.raises(JobError, match="UI workflow"):
         load_prompt(ui_file)
-    assert all(not is_link(v) or isinstance(v[0], str) for n in load_prompt(WORKFLOWS_DIR / f"{OFFICIAL}.api.json").values() for v in n["inputs"].values())
+    assert all(not is_link(v) or isinstance(v[0], str) for n in load_prompt(WORKFLOWS_DIR / api_file(OFFICIAL)).values() for v in n["inputs"].values())
     (tmp_path / "b.png").write_bytes(b"x")
     (tmp_path / "a.jpg").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diffportrait3d.cli.workflow_format import check_against_definitions
-from diffportrait3d.cli.workflow_graphs import OFFICIAL, WORKFLOWS, workflow_files
+from diffportrait3d.cli.workflow_graphs import OFFICIAL, WORKFLOWS, api_file, workflow_files
 
 pytestmark = pytest.mark.host
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_api_prompt(name: str) -> dict:
-    return json.loads((ROOT / "workflows" / f"{name}.api.json").read_text(encoding="utf-8"))
+    return json.loads((ROOT / "workflows" / api_file(name)).read_text(encoding="utf-8"))
 
 
 def definitions_of(comfy_host) -> dict:
@@ -147,4 +147,42 @@ def test_run_in_process_lists_every_missing_model_file_before_running(comfy_host
                              ("diffportrait3d_pose_controlnet.safetensors", "diffportrait3d"), ("diffportrait3d_empty_prompt.safetensors", "diffportrait3d")]:
         line = next((line for line in result.stderr.splitlines() if line.strip().startswith(filename)), None)
         assert line is not None and str(tmp_path / "models" / folder) in line, (filename, result.stderr[-3000:])
-    assert not (tmp_path / "out").exists()
+    # Nothing ran: the output folder holds ComfyUI's log only, and ComfyUI's start-up lines are there, not on
+    # the console, which says the device and threads instead.
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["comfyui.log"]
+    log = (out / "comfyui.log").read_text(encoding="utf-8")
+    assert "pytorch version:" in log and "Device: cpu" in log
+    for noise in ("pytorch version:", "Device: cpu", "Traceback", "Cannot import"):
+        assert noise not in result.stdout and noise not in result.stderr, noise
+    assert f"device: CPU, 1 threads (OMP_NUM_THREADS; --threads N to change); ComfyUI {host}, its log: {out / 'comfyui.log'}" in result.stdout
+
+
+def test_templates_menu_of_a_real_server_lists_only_the_ui_workflows(comfy_server_factory, tmp_path, workflow_kit):
+    """ComfyUI's templates menu (GET /workflow_templates) offers the four UI workflows, not their API files,
+    and serves each as a UI graph."""
+    import urllib.request
+
+    server = comfy_server_factory(workflow_kit.comfy_base_folder(tmp_path / "server", {}))
+    with urllib.request.urlopen(server.url + "/workflow_templates", timeout=30) as answer:
+        listed = json.loads(answer.read())
+    assert sorted(listed.get("diffportrait3d", [])) == sorted(WORKFLOWS), listed
+    for name in listed["diffportrait3d"]:
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/diffportrait3d/{name}.json", timeout=30) as answer:
+            served = json.loads(answer.read())
+        assert served["nodes"] and served["links"], name  # the UI format the menu can open
+
+
+def test_workflows_check_finds_misplaced_api_files_and_write_moves_them(comfy_host, tmp_path, workflow_kit):
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    misplaced = folder / f"{OFFICIAL}.api.json"
+    misplaced.write_text("{}", encoding="utf-8")
+    check = workflow_kit.run_cli("workflows", "--check", "--dir", str(folder), cwd=tmp_path)
+    assert check.returncode == 1, check.stderr[-3000:]
+    assert f"{misplaced} (misplaced" in check.stderr and str(folder / api_file(OFFICIAL)) in check.stderr
+    write = workflow_kit.run_cli("workflows", "--write", "--dir", str(folder), cwd=tmp_path)
+    assert write.returncode == 0, write.stderr[-3000:]
+    assert not misplaced.exists() and (folder / api_file(OFFICIAL)).is_file()
+    again = workflow_kit.run_cli("workflows", "--check", "--dir", str(folder), cwd=tmp_path)
+    assert again.returncode == 0 and "workflows up to date" in again.stdout, again.stderr[-3000:]

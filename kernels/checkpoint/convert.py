@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ... import __version__ as PACK_VERSION
 from .components import COMPONENT_FILES, route_key
 from .empty_prompt import empty_prompt_conditioning, write_empty_prompt
 from .errors import ConversionError
@@ -192,6 +193,7 @@ def convert_source(
 def _source_record(source: CheckpointSource, source_sha256: str) -> dict[str, str]:
     return {
         "dp3d.format_version": FORMAT_VERSION,
+        "dp3d.pack_version": PACK_VERSION,
         "dp3d.source_file": source.path.name,
         "dp3d.source_sha256": source_sha256,
     }

@@ -12,13 +12,12 @@ import re
 import torch
 
 from .camera import EG3D_FOCAL, EG3D_RADIUS, PIVOT_PANOHEAD, CameraSet
-
-# EG3D's video script orbit amplitudes (yaw_range, pitch_range), used as the official orbit's defaults.
-OFFICIAL_ORBIT_A = 0.35
-OFFICIAL_ORBIT_B = 0.25
-OFFICIAL_PITCH_OFFSET = -0.05
-PRESETS = ("official16", "yaw_sweep", "turntable360", "keyframes")
-INTERPOLATIONS = ("per_view", "linear", "smooth")
+from .camera_path_names import (
+    OFFICIAL_ORBIT_A,
+    OFFICIAL_ORBIT_B,
+    OFFICIAL_PITCH_OFFSET,
+    PRESETS,
+)
 
 
 def official_orbit(
