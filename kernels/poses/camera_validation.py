@@ -136,49 +136,53 @@ def labels_from_document(document) -> tuple[torch.Tensor, list[str]]:
     return torch.tensor(numbers, dtype=torch.float64), [name for name, _, _ in entries]
 
 
-def _worst(values: torch.Tensor) -> float:
-    """Largest entry, NaN counted as infinite."""
-    return float(torch.nan_to_num(values, nan=math.inf).max())
+def _exceeds(values: torch.Tensor, limit: float) -> torch.Tensor:
+    """[N] True where the largest |entry| of a view's ``values`` [N, ...] is above ``limit`` or NaN."""
+    return ~(values.abs().reshape(values.shape[0], -1).amax(-1) <= limit)
 
 
-def _view_problem(cam2world: torch.Tensor, intrinsics: torch.Tensor) -> str | None:
-    """What is wrong with one camera (cam2world [4, 4], intrinsics [3, 3] float64), or None."""
-    label = torch.cat([cam2world.reshape(16), intrinsics.reshape(9)])
-    bad = (~torch.isfinite(label)).nonzero().flatten().tolist()
-    if bad:
-        return f"label numbers {bad} are not finite (NaN or infinite)"
-    bottom = _worst((cam2world[3] - torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)).abs())
-    if bottom > ROTATION_TOLERANCE:
-        return f"the last row of cam2world (label numbers 12-15) is {cam2world[3].tolist()}, must be 0 0 0 1"
-    rotation = cam2world[:3, :3]
+def _failures(cam2world: torch.Tensor, intrinsics: torch.Tensor) -> list[tuple[torch.Tensor, object]]:
+    """The checks in order, each ``(failed [N] bool, describe(view) -> str)``, over all views at once."""
+    rotation = cam2world[:, :3, :3]
+    identity = torch.eye(3, dtype=torch.float64)
     with torch.no_grad():
-        gram = _worst((rotation.T @ rotation - torch.eye(3, dtype=torch.float64)).abs())
-        det = float(torch.linalg.det(rotation)) if math.isfinite(gram) else math.nan
-    if not gram <= ROTATION_TOLERANCE or not abs(det - 1.0) <= ROTATION_TOLERANCE:
-        return (
-            f"the 3x3 rotation part of cam2world is not a rotation (max |R^T R - I| = {gram:.3g}, det = {det:.3g}; "
-            f"needed: orthonormal columns with det +1, each within {ROTATION_TOLERANCE})"
-        )
-    distance = float(cam2world[:3, 3].norm())
-    if not MIN_CAMERA_DISTANCE <= distance <= MAX_CAMERA_DISTANCE:
-        return (
-            f"the camera is {distance:.3g} world units from the head centre (0, 0, 0); it must be between "
-            f"{MIN_CAMERA_DISTANCE} and {MAX_CAMERA_DISTANCE} (EG3D cameras sit at 2.7; a closer camera is inside the head)"
-        )
-    in_camera = -(rotation.T @ cam2world[:3, 3])  # the head centre (world origin) in camera axes
-    zeros = _worst(torch.stack([intrinsics[1, 0], intrinsics[2, 0], intrinsics[2, 1]]).abs())
-    if zeros > ROTATION_TOLERANCE or abs(float(intrinsics[2, 2]) - 1.0) > ROTATION_TOLERANCE:
-        return f"the intrinsics (label numbers 16-24) are {intrinsics.reshape(9).tolist()}, must be f s cx 0 f cy 0 0 1"
-    focal = (float(intrinsics[0, 0]), float(intrinsics[1, 1]))
-    principal = (float(intrinsics[0, 2]), float(intrinsics[1, 2]))
-    if not all(0.0 < f <= MAX_FOCAL for f in focal):
-        unit = " (it looks like pixels: divide the intrinsics by the image size)" if max(focal) > MAX_FOCAL else ""
-        return f"the focal lengths {focal} must be positive and at most {MAX_FOCAL}, normalised by the image size{unit}"
-    if not all(0.0 <= c <= 1.0 for c in principal):
-        return f"the principal point {principal} must lie in the image, 0..1 normalised by the image size (EG3D: 0.5, 0.5)"
-    if float(in_camera[2]) <= 0:
-        return "the head centre (0, 0, 0) is behind the camera (its viewing axis, column 2 of cam2world, points away from the head)"
-    return None
+        gram = (rotation.transpose(1, 2) @ rotation - identity).abs().reshape(-1, 9).amax(-1)
+        det = torch.linalg.det(torch.nan_to_num(rotation, nan=0.0, posinf=0.0, neginf=0.0))
+    distance = cam2world[:, :3, 3].norm(dim=-1)
+    head_depth = -(rotation.transpose(1, 2) @ cam2world[:, :3, 3:])[:, 2, 0]  # z of the world origin in camera axes
+    focal = torch.stack([intrinsics[:, 0, 0], intrinsics[:, 1, 1]], -1)
+    principal = torch.stack([intrinsics[:, 0, 2], intrinsics[:, 1, 2]], -1)
+    lower = torch.stack([intrinsics[:, 1, 0], intrinsics[:, 2, 0], intrinsics[:, 2, 1], intrinsics[:, 2, 2] - 1], -1)
+    labels = torch.cat([cam2world.reshape(-1, 16), intrinsics.reshape(-1, 9)], -1)
+    last_row = cam2world[:, 3] - torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+
+    def pair(values: torch.Tensor, view: int) -> tuple[float, ...]:
+        return tuple(float(v) for v in values[view])
+
+    def focal_text(view: int) -> str:
+        unit = " (it looks like pixels: divide the intrinsics by the image size)" if float(focal[view].max()) > MAX_FOCAL else ""
+        return f"the focal lengths {pair(focal, view)} must be positive and at most {MAX_FOCAL}, normalised by the image size{unit}"
+
+    return [
+        (~torch.isfinite(labels).all(-1),
+         lambda v: f"label numbers {(~torch.isfinite(labels[v])).nonzero().flatten().tolist()} are not finite (NaN or infinite)"),
+        (_exceeds(last_row, ROTATION_TOLERANCE),
+         lambda v: f"the last row of cam2world (label numbers 12-15) is {cam2world[v, 3].tolist()}, must be 0 0 0 1"),
+        (~(gram <= ROTATION_TOLERANCE) | ~((det - 1).abs() <= ROTATION_TOLERANCE),
+         lambda v: f"the 3x3 rotation part of cam2world is not a rotation (max |R^T R - I| = {float(gram[v]):.3g}, det = "
+                   f"{float(det[v]) if torch.isfinite(gram[v]) else math.nan:.3g}; needed: orthonormal columns with det +1, "
+                   f"each within {ROTATION_TOLERANCE})"),
+        (~((distance >= MIN_CAMERA_DISTANCE) & (distance <= MAX_CAMERA_DISTANCE)),
+         lambda v: f"the camera is {float(distance[v]):.3g} world units from the head centre (0, 0, 0); it must be between "
+                   f"{MIN_CAMERA_DISTANCE} and {MAX_CAMERA_DISTANCE} (EG3D cameras sit at 2.7; a closer camera is inside the head)"),
+        (_exceeds(lower, ROTATION_TOLERANCE),
+         lambda v: f"the intrinsics (label numbers 16-24) are {intrinsics[v].reshape(9).tolist()}, must be f s cx 0 f cy 0 0 1"),
+        (~((focal > 0) & (focal <= MAX_FOCAL)).all(-1), focal_text),
+        (~((principal >= 0) & (principal <= 1)).all(-1),
+         lambda v: f"the principal point {pair(principal, v)} must lie in the image, 0..1 normalised by the image size (EG3D: 0.5, 0.5)"),
+        (~(head_depth > 0),
+         lambda v: "the head centre (0, 0, 0) is behind the camera (its viewing axis, column 2 of cam2world, points away from the head)"),
+    ]
 
 
 def check_camera_set(cameras: CameraSet, names: Sequence[str] | None = None, hint: str = VALID_LABEL) -> CameraSet:
@@ -192,16 +196,16 @@ def check_camera_set(cameras: CameraSet, names: Sequence[str] | None = None, hin
         raise CameraError("the camera set is empty; give at least one view")
     if count > MAX_VIEWS:
         raise CameraError(f"{count} views; at most {MAX_VIEWS}")
-    cam2world = cameras.cam2world.to(torch.float64)
-    intrinsics = cameras.intrinsics.to(torch.float64)
-    for index in range(count):
-        problem = _view_problem(cam2world[index], intrinsics[index])
-        if problem is not None:
-            others = sum(_view_problem(cam2world[i], intrinsics[i]) is not None for i in range(index + 1, count))
-            where = f"view {index} of {count}" + (f", {others} later views also fail" if others else "")
-            name = f"{names[index]} ({where})" if names is not None else where
-            raise CameraError(f"{name}: {problem}. {hint}".rstrip())
-    return cameras
+    failures = _failures(cameras.cam2world.to(torch.float64), cameras.intrinsics.to(torch.float64))
+    bad = torch.stack([failed for failed, _ in failures]).any(0)
+    if not bool(bad.any()):
+        return cameras
+    view = int(bad.nonzero()[0])
+    problem = next(describe(view) for failed, describe in failures if bool(failed[view]))
+    others = int(bad.sum()) - 1
+    where = f"view {view} of {count}" + (f", {others} later views also fail" if others else "")
+    name = f"{names[view]} ({where})" if names is not None else where
+    raise CameraError(f"{name}: {problem}. {hint}".rstrip())
 
 
 def cameras_from_document(document) -> CameraSet:
