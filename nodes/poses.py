@@ -288,11 +288,9 @@ class PoseDrivingFrames(io.ComfyNode):
         headless = [int(frame) for frame in chosen.unique() if head_box(masks[frame]) is None]
         if headless:
             views = [view for view, frame in enumerate(chosen.tolist()) if frame in headless]
-            source = "frame_masks: the masks of" if frame_masks is not None else "frames: no head found in"
-            raise ValueError(
-                f"{source} frames {headless} (0-based, chosen for views {views}) are empty; give frame_masks with the "
-                "person in white, or frames of a head on a plain background"
-            )
+            which = f"frames {headless} (0-based, chosen for views {views})"
+            problem = f"frame_masks: the masks of {which} are empty" if frame_masks is not None else f"frames: no head found in {which}"
+            raise ValueError(f"{problem}; give frame_masks with the person in white, or frames of a head on a plain background")
         images, out_masks = reframe(frames[chosen, ..., :3], masks[chosen], size, official_head_box(size), parse_hex_colour(background, "background"))
         return io.NodeOutput(images, out_masks)
 
