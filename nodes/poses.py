@@ -52,6 +52,28 @@ def check_pixel_size(size: int) -> int:
     return size
 
 
+# Measured with the template head on a CPU (float32): rasterising and shading hold about 150-190 bytes per
+# rendered pixel (2048^2: 0.76 GB, 4096^2: 2.5 GB); each output view keeps an image and a mask (16 bytes per
+# pixel), counted twice for the copies made downstream (previews, VAE input).
+RENDER_BYTES_PER_PIXEL = 192
+OUTPUT_BYTES_PER_PIXEL = 32
+
+
+def check_render_memory(views: int, size: int, supersample: int = 1) -> None:
+    """``ValueError`` naming size/antialias when a render would need more memory than is free, so an oversized
+    request fails with a message instead of the server being killed for memory."""
+    import psutil
+
+    need = RENDER_BYTES_PER_PIXEL * (size * supersample) ** 2 + OUTPUT_BYTES_PER_PIXEL * views * size**2
+    free = psutil.virtual_memory().available
+    if need > free:
+        inputs = "size, antialias" if supersample > 1 else "size"
+        raise ValueError(
+            f"{inputs}: {views} views of {size}x{size} pixels" + (f" with antialias {supersample}" if supersample > 1 else "")
+            + f" need about {need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is free; lower {inputs} or the number of views"
+        )
+
+
 def check_cameras(cameras) -> CameraSet:
     """Any camera-set-like value (``cam2world`` and ``intrinsics`` tensors) as this module's CameraSet, every
     view checked (``camera_validation.check_camera_set``); ``ValueError`` naming the input and the view."""
@@ -233,7 +255,8 @@ class PoseTemplateHead(io.ComfyNode):
             skin=parse_hex_colour(skin, "skin"), hair=parse_hex_colour(hair, "hair"),
             hair_volume_cm=hair_volume, head_scale=head_scale, eye_height=eye_height,
         )
-        images, masks = render_template_head(cameras, check_pixel_size(size), size, look, parse_hex_colour(background, "background"), antialias)
+        check_render_memory(len(cameras), check_pixel_size(size), antialias)
+        images, masks = render_template_head(cameras, size, size, look, parse_hex_colour(background, "background"), antialias)
         require_visible(masks, "cameras: the template head", "aim those cameras at the head (pivot near 0, 0, 0) or lower their focal")
         return io.NodeOutput(images, masks)
 
@@ -265,7 +288,7 @@ class PoseDrivingFrames(io.ComfyNode):
     @classmethod
     def execute(cls, cameras, frames, size, frame_poses, yaw_start, yaw_end, per_frame_angles, background, frame_masks=None) -> io.NodeOutput:
         cameras = check_cameras(cameras)
-        check_pixel_size(size)
+        check_render_memory(len(cameras), check_pixel_size(size))
         count = frames.shape[0]
         if count == 0:
             raise ValueError("frames: the image batch is empty; connect the frames of a video (e.g. Load Video, Load Image)")
@@ -328,7 +351,7 @@ class PoseMesh(io.ComfyNode):
     @classmethod
     def execute(cls, cameras, obj_path, placement, size, colour, background, two_sided) -> io.NodeOutput:
         cameras = check_cameras(cameras)
-        check_pixel_size(size)
+        check_render_memory(len(cameras), check_pixel_size(size))
         path = input_file(obj_path, "obj_path", "head.obj")
         shown = f"obj_path (file '{obj_path.strip()[:200]}')"
         try:
@@ -376,7 +399,7 @@ class PoseDepth(io.ComfyNode):
     @classmethod
     def execute(cls, cameras, depth, size, relief, background_below, background, colour=None, mask=None) -> io.NodeOutput:
         cameras = check_cameras(cameras)
-        check_pixel_size(size)
+        check_render_memory(len(cameras), check_pixel_size(size))
         if depth.shape[0] == 0:
             raise ValueError("depth: the image batch is empty; connect a depth map (e.g. from Depth Anything)")
         depth_map = depth[0, ..., :3].mean(-1)

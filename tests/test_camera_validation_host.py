@@ -291,3 +291,16 @@ def test_a_real_server_reports_bad_cameras_and_paths_and_keeps_serving(comfy_ser
     unnamed = [text.split("failed: ")[1].replace(str(tmp_path / name), "NAME") for text, name in ((outside, "outside.obj"), (missing, "missing.obj"))]
     assert unnamed[0] == unnamed[1]  # nothing tells an existing outside file from a missing one
     assert outcome({"1": camera_path(), "2": mesh("head.obj"), "3": preview()}) == "success"
+
+
+def test_a_render_larger_than_free_memory_is_refused_before_it_starts(run_prompt, comfy_host):
+    import psutil
+
+    poses = comfy_host.pack_module.nodes.poses
+    need = poses.RENDER_BYTES_PER_PIXEL * (4096 * 4) ** 2
+    if psutil.virtual_memory().available > need:
+        pytest.skip(f"this machine has {need / 2**30:.0f} GiB free: the oversized render would run")
+    prompt = {"1": camera_path(views=16), "2": template_head(), "3": preview()}
+    prompt["2"]["inputs"].update(size=4096, antialias=4)
+    error = failure(run_prompt, prompt)
+    assert_fails_at(error, "2", "size, antialias: 16 views of 4096x4096 pixels with antialias 4 need about ", "GiB is free; lower size, antialias")
