@@ -440,6 +440,8 @@ class PreviewGrid(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, columns, gap) -> io.NodeOutput:
+        if images.shape[0] == 0:
+            raise ValueError("images: the batch is empty; connect the images to tile (e.g. a Pose Condition node's images)")
         columns = columns if columns > 0 else math.ceil(math.sqrt(images.shape[0]))
         return io.NodeOutput(image_grid(images, columns, gap))
 

@@ -304,3 +304,14 @@ def test_a_render_larger_than_free_memory_is_refused_before_it_starts(run_prompt
     prompt["2"]["inputs"].update(size=4096, antialias=4)
     error = failure(run_prompt, prompt)
     assert_fails_at(error, "2", "size, antialias: 16 views of 4096x4096 pixels with antialias 4 need about ", "GiB is free; lower size, antialias")
+
+
+def test_preview_grid_takes_rgba_and_refuses_an_empty_batch(comfy_host):
+    poses = comfy_host.pack_module.nodes.poses
+    rgba = torch.rand(3, 8, 8, 4)
+    (grid,) = poses.PreviewGrid.execute(rgba, 2, 1).args
+    assert grid.shape == (1, 17, 17, 4)
+    assert bool((grid[0, 8, :, 3] == 1).all())  # the gap row is opaque
+    torch.testing.assert_close(grid[0, :8, :8], rgba[0])
+    with pytest.raises(ValueError, match="^images: the batch is empty"):
+        poses.PreviewGrid.execute(torch.zeros(0, 8, 8, 3), 0, 4)
