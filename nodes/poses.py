@@ -148,6 +148,8 @@ class CameraPath(io.ComfyNode):
 
     @classmethod
     def execute(cls, preset, views, orbit_a, orbit_b, yaw_min, yaw_max, pitch, keyframes, interpolation, pivot, pivot_x, pivot_y, pivot_z, radius, focal) -> io.NodeOutput:
+        if pivot != "custom" and pivot not in PIVOTS:
+            raise ValueError(f"pivot: must be one of {[*PIVOTS, 'custom']}, got '{pivot}'")
         point = (pivot_x, pivot_y, pivot_z) if pivot == "custom" else PIVOTS[pivot]
         try:
             cameras = camera_path(
@@ -207,7 +209,14 @@ class SaveCameraJSON(io.ComfyNode):
         import folder_paths
 
         cameras = check_cameras(cameras)
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
+        output = folder_paths.get_output_directory()
+        try:
+            folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
+        except Exception as error:  # ComfyUI raises a bare Exception for a prefix that leaves the output folder
+            raise ValueError(
+                f"filename_prefix: '{filename_prefix[:200]}' must name a file inside ComfyUI's output folder: {output} "
+                "(a relative name like 'diffportrait3d/cameras'; '..' and absolute paths are refused)"
+            ) from error
         os.makedirs(folder, exist_ok=True)
         filename = f"{name}_{counter:05}.json"
         path = os.path.join(folder, filename)

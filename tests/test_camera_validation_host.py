@@ -93,6 +93,7 @@ BAD_JSON = {
     "empty views": ('{"views": []}', "json_text: camera JSON has no views"),
     "too many views": (json.dumps([FRONTAL] * 361), "json_text: camera JSON has 361 views; at most 360"),
     "not JSON": ("{views: 1}", "json_text: camera JSON does not parse"),
+    "a 5000-digit number": ("[" + ",".join(["1" + "0" * 5000] * 25) + "]", "json_text: camera JSON does not parse"),
     "empty text": ("   ", "json_text: empty; paste camera JSON"),
 }
 
@@ -203,6 +204,16 @@ def test_obj_files_outside_the_input_folder_are_refused_like_missing_ones(run_pr
         assert_fails_at(error, "2", f"obj_path: '{name}' must be a file in ComfyUI's input folder: {input_dir}", "e.g. 'head.obj'")
         messages[case] = error["exception_message"].replace(f"'{name}'", "'NAME'")
     assert len(set(messages.values())) == 1, messages
+
+
+@pytest.mark.parametrize("prefix", ["../../escape", "/tmp/escape", "cams/../../escape"])
+def test_save_camera_json_stays_inside_the_output_folder(run_prompt, prefix):
+    import folder_paths
+
+    save = {"class_type": "DP3DSaveCameraJSON", "inputs": {"cameras": ["1", 0], "filename_prefix": prefix}}
+    error = failure(run_prompt, {"1": camera_path(), "2": save})
+    output = folder_paths.get_output_directory()
+    assert_fails_at(error, "2", f"filename_prefix: '{prefix}' must name a file inside ComfyUI's output folder: {output}")
 
 
 # ---------------------------------------------------------------------------------------------------- meshes

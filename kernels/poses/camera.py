@@ -188,7 +188,7 @@ class CameraSet:
 
         try:
             document = json.loads(text)
-        except json.JSONDecodeError as error:
+        except ValueError as error:  # JSONDecodeError, or a number too long to convert
             raise CameraError(f"camera JSON does not parse: {error}") from error
         except RecursionError as error:
             raise CameraError("camera JSON does not parse: it is nested too deeply") from error
