@@ -282,9 +282,10 @@ def test_a_real_server_reports_bad_cameras_and_paths_and_keeps_serving(comfy_ser
     from diffportrait3d.cli.server_client import ComfyServer, ServerError
 
     base = comfy_base_folder(tmp_path / "base", {})
-    (base / "input" / "head.obj").write_text(TETRA)
     (tmp_path / "outside.obj").write_text(TETRA)
     server = ComfyServer(comfy_server_factory(base).url)
+    # A remote client puts its mesh into the input folder through ComfyUI's upload endpoint.
+    assert server.upload_image(tmp_path / "outside.obj", "head.obj") == "head.obj"
 
     def outcome(prompt) -> str:
         prompt_id = server.queue_prompt(prompt, client_id=str(uuid.uuid4()))
