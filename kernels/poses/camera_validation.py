@@ -13,8 +13,9 @@ Tolerances:
   with 4 decimals (``d = 5e-5``) are therefore within ``4.5e-4``; :data:`ROTATION_TOLERANCE` doubles that
   and rounds to ``1e-3``. A scaled, sheared or mirrored matrix is off by far more (a mirror by 2 in det).
 * Camera distance from the head centre (the world origin, where every pose source puts the head, about
-  0.4 units tall): between :data:`MIN_CAMERA_DISTANCE` (outside the head) and :data:`MAX_CAMERA_DISTANCE`
-  (37x the EG3D radius 2.7; farther the head covers less than a pixel of a 512 image at the EG3D focal).
+  0.4 units tall): at least :data:`MIN_CAMERA_DISTANCE` (nearer is inside the head, and at the centre the
+  camera's yaw and pitch are undefined), at most :data:`MAX_CAMERA_DISTANCE` (37x the EG3D radius 2.7,
+  where the head is under 10 pixels tall in a 512 image at the EG3D focal; the Camera Path node stays within 20).
 * Intrinsics are normalised by the image size (EG3D): focal ``0 < f <= MAX_FOCAL`` (a pixel-unit focal is
   hundreds), principal point inside the image ``[0, 1]``, rows ``[f, s, cx], [0, f, cy], [0, 0, 1]``.
 * The head centre must be in front of the camera (a camera that looks away would give blank condition
