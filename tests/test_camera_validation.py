@@ -270,3 +270,53 @@ def test_names_resolve_inside_the_folder_only(folders):
 def test_names_outside_missing_or_not_files_give_none(folders, name):
     inside, outside = folders
     assert file_in_folder(name.format(outside=outside), inside) is None
+
+
+def nasty_labels(generator: torch.Generator, count: int) -> torch.Tensor:
+    """[count, 25] labels near and far from valid: random rotations perturbed, scaled or mirrored, odd
+    positions, focal lengths and principal points, zeros, huge numbers and NaN, mixed at random."""
+    from diffportrait3d.kernels.poses.camera import look_at
+
+    def uniform(*shape, low=-1.0, high=1.0):
+        return low + (high - low) * torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    direction = torch.nn.functional.normalize(uniform(count, 3), dim=-1)
+    origins = direction * torch.exp(uniform(count, 1, low=math.log(0.05), high=math.log(200.0)))
+    targets = uniform(count, 3) * torch.exp(uniform(count, 1, low=math.log(0.01), high=math.log(3.0)))
+    labels = torch.cat([look_at(origins, targets).reshape(count, 16), torch.tensor([4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1.0]).expand(count, 9)], -1)
+    kinds = torch.randint(0, 16, (count,), generator=generator)  # 7 and above: left as made
+    noise = uniform(count, 25) * torch.exp(uniform(count, 1, low=math.log(1e-7), high=math.log(1.0)))
+    labels = torch.where((kinds == 1)[:, None], labels + noise, labels)
+    labels[kinds == 2, :3] *= -1  # a mirror
+    labels[kinds == 3, 16] = uniform(int((kinds == 3).sum()), low=-10, high=2000)  # focal
+    labels[kinds == 4, 18] = uniform(int((kinds == 4).sum()), low=-1, high=3)  # principal point
+    labels[kinds == 5] = torch.tensor([0.0, 1e308, math.nan, math.inf], dtype=torch.float64)[torch.randint(0, 4, (int((kinds == 5).sum()), 1), generator=generator)]
+    labels[kinds == 6, :12] *= uniform(int((kinds == 6).sum()), 1, low=0.9, high=1.1)  # scaled
+    return labels
+
+
+def test_whatever_passes_the_checks_runs_every_later_step_without_error():
+    """Seeded fuzz: every label set either fails the checks with a CameraError or goes through every later
+    step (yaw/pitch/roll, pivot fit, frontal camera, template and depth renders) without any exception."""
+    from diffportrait3d.kernels.poses.depth_mesh import depth_relief_mesh
+    from diffportrait3d.kernels.poses.head_template import render_template_head
+    from diffportrait3d.kernels.poses.mesh_render import render_mesh_views
+
+    generator = torch.Generator().manual_seed(18)
+    depth = torch.rand(16, 16, generator=generator, dtype=torch.float64).float()
+    passed = failed = 0
+    for _ in range(200):
+        labels = nasty_labels(generator, 2)
+        try:
+            cameras = check_camera_set(CameraSet.from_labels(labels))
+        except CameraError:
+            failed += 1
+            continue
+        passed += 1
+        assert torch.isfinite(cameras.yaw_pitch_roll()[:, :2]).all()
+        assert torch.isfinite(estimate_pivot(cameras)).all()
+        frontal = frontal_camera_like(cameras)
+        render_template_head(cameras, 16, 16)
+        vertices, faces, colours = depth_relief_mesh(depth, frontal)
+        render_mesh_views(vertices, faces, cameras, 16, 16, colours, cull=None)
+    assert passed >= 20 and failed >= 20, (passed, failed)  # both sides exercised
