@@ -320,3 +320,15 @@ def test_whatever_passes_the_checks_runs_every_later_step_without_error():
         vertices, faces, colours = depth_relief_mesh(depth, frontal)
         render_mesh_views(vertices, faces, cameras, 16, 16, colours, cull=None)
     assert passed >= 20 and failed >= 20, (passed, failed)  # both sides exercised
+
+
+def test_an_opengl_camera_matrix_is_caught_with_the_conversion_hint():
+    # Blender/NeRF cam2world: camera looks along its -z, y up. The same frontal camera in OpenGL axes.
+    opencv = torch.tensor(FRONTAL[:16], dtype=torch.float64).reshape(4, 4)
+    opengl = opencv.clone()
+    opengl[:3, 1:3] *= -1
+    label = opengl.reshape(16).tolist() + FRONTAL[16:]
+    with pytest.raises(CameraError, match="behind the camera.*OpenGL/Blender/NeRF.*negate its columns 1 and 2"):
+        CameraSet.from_json(json.dumps([label]))
+    opengl[:3, 1:3] *= -1  # converted as the message says
+    check_camera_set(CameraSet.from_labels(opengl.reshape(16).tolist() + FRONTAL[16:]))

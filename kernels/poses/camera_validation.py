@@ -182,7 +182,8 @@ def _failures(cam2world: torch.Tensor, intrinsics: torch.Tensor) -> list[tuple[t
         (~((principal >= 0) & (principal <= 1)).all(-1),
          lambda v: f"the principal point {pair(principal, v)} must lie in the image, 0..1 normalised by the image size (EG3D: 0.5, 0.5)"),
         (~(head_depth > 0),
-         lambda v: "the head centre (0, 0, 0) is behind the camera (its viewing axis, column 2 of cam2world, points away from the head)"),
+         lambda v: "the head centre (0, 0, 0) is behind the camera (its viewing axis, column 2 of cam2world, points away from "
+                   "the head; an OpenGL/Blender/NeRF matrix looks along -z: negate its columns 1 and 2 for OpenCV axes)"),
     ]
 
 
