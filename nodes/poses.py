@@ -23,11 +23,13 @@ from ..kernels.poses.camera_paths import (
 from ..kernels.poses.camera_validation import MAX_VIEWS, CameraError, check_camera_set
 from ..kernels.poses.depth_mesh import depth_relief_mesh
 from ..kernels.poses.driving_frames import (
+    MAX_POSE_GAP_DEG,
     assign_frames,
     estimate_foreground,
     head_box,
     linear_sweep_angles,
     official_head_box,
+    pose_distances,
     reframe,
 )
 from ..kernels.poses.head_template import (
@@ -317,6 +319,15 @@ class PoseDrivingFrames(io.ComfyNode):
             masks = frame_masks.expand(count, -1, -1)
         camera_angles = torch.rad2deg(cameras.yaw_pitch_roll()[:, :2])
         chosen = assign_frames(angles, camera_angles)
+        gaps = pose_distances(angles, camera_angles).amin(dim=1)
+        far = (gaps > MAX_POSE_GAP_DEG).nonzero().flatten().tolist()
+        if far:
+            raise ValueError(
+                f"cameras: views {far} (0-based) are up to {float(gaps.max()):.0f} degrees from the pose of the nearest frame "
+                f"(more than {MAX_POSE_GAP_DEG:g} shows another side of the head); the frames cover yaw "
+                f"{float(angles[:, 0].min()):g} to {float(angles[:, 0].max()):g}. Give frames that turn that far "
+                "(and their yaw_start/yaw_end or per_frame_angles), or use the template head for those views"
+            )
         headless = [int(frame) for frame in chosen.unique() if head_box(masks[frame]) is None]
         if headless:
             views = [view for view, frame in enumerate(chosen.tolist()) if frame in headless]

@@ -332,3 +332,12 @@ def test_an_opengl_camera_matrix_is_caught_with_the_conversion_hint():
         CameraSet.from_json(json.dumps([label]))
     opengl[:3, 1:3] *= -1  # converted as the message says
     check_camera_set(CameraSet.from_labels(opengl.reshape(16).tolist() + FRONTAL[16:]))
+
+
+def test_frame_assignment_wraps_yaw_around():
+    from diffportrait3d.kernels.poses.driving_frames import assign_frames, linear_sweep_angles, pose_distances
+
+    frames = linear_sweep_angles(4, -180, 90)  # yaw -180, -90, 0, 90
+    cameras = torch.tensor([[179.0, 0.0], [-95.0, 5.0], [120.0, 0.0]])
+    assert assign_frames(frames, cameras).tolist() == [0, 1, 3]  # 179 is 1 degree from -180, not 359
+    torch.testing.assert_close(pose_distances(frames, cameras).amin(1), torch.tensor([1.0, 50**0.5, 30.0], dtype=torch.float64))

@@ -265,6 +265,16 @@ def test_blank_driving_frames_are_an_error_naming_the_frames_and_views(run_promp
     assert_fails_at(error, "2", "per_frame_angles: entry 2 'nan': angles must be finite")
 
 
+def test_cameras_far_from_every_driving_frame_pose_are_an_error(run_prompt):
+    # A full turntable driven by frames that turn only from -45 to 45 degrees: the back views have no frame.
+    frames = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4, "color": 0xFFFFFF}}
+    error = failure(run_prompt, {"1": camera_path(preset="turntable360", views=8), "4": frames, "2": driving(), "3": preview()})
+    assert_fails_at(
+        error, "2", "cameras: views [3, 4, 5] (0-based) are up to 135 degrees from the pose of the nearest frame",
+        "the frames cover yaw -45 to 45", "use the template head for those views",
+    )
+
+
 def test_an_empty_depth_map_is_an_error(run_prompt):
     black = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}}
     depth = {
