@@ -12,13 +12,14 @@ def image_grid(images: torch.Tensor, columns: int = 0, gap: int = 4, gap_colour=
 
     ``columns`` <= 0 picks about a square grid; empty cells and gaps take ``gap_colour``.
     """
-    if images.ndim != 4:
-        raise ValueError(f"image_grid takes [B, H, W, C], got {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"image_grid takes [B, H, W, C] with B >= 1, got {tuple(images.shape)}")
     count, height, width, channels = images.shape
     columns = columns if columns > 0 else math.ceil(math.sqrt(count))
     columns = min(columns, count)
     rows = math.ceil(count / columns)
-    fill = torch.as_tensor(gap_colour, dtype=images.dtype)[:channels]
+    fill = torch.ones(channels, dtype=images.dtype)  # channels past the colour (alpha) are opaque
+    fill[: min(channels, len(gap_colour))] = torch.as_tensor(gap_colour, dtype=images.dtype)[:channels]
     grid = fill.expand(rows * height + (rows - 1) * gap, columns * width + (columns - 1) * gap, channels).clone()
     for index in range(count):
         row, column = divmod(index, columns)

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import torch
 from comfy_api.latest import io, ui
 
 from ..kernels.image_grid import image_grid
+from ..kernels.input_files import file_in_folder
 from ..kernels.poses.camera import EG3D_FOCAL, EG3D_RADIUS, PIVOTS, CameraSet, frontal_camera_like
 from ..kernels.poses.camera_path_names import INTERPOLATIONS, OFFICIAL_ORBIT_A, OFFICIAL_ORBIT_B, PRESETS
 from ..kernels.poses.camera_paths import camera_path, parse_keyframes
+from ..kernels.poses.camera_validation import MAX_VIEWS, CameraError, check_camera_set
 from ..kernels.poses.depth_mesh import depth_relief_mesh
 from ..kernels.poses.driving_frames import (
+    MAX_POSE_GAP_DEG,
     assign_frames,
     estimate_foreground,
+    head_box,
     linear_sweep_angles,
     official_head_box,
+    pose_distances,
     reframe,
 )
 from ..kernels.poses.head_template import (
@@ -42,15 +48,69 @@ def check_pixel_size(size: int) -> int:
     return size
 
 
+# Measured with the template head on a CPU (float32): rasterising and shading hold about 150-190 bytes per
+# rendered pixel (2048^2: 0.76 GB, 4096^2: 2.5 GB); each output view keeps an image and a mask (16 bytes per
+# pixel), counted twice for the copies made downstream (previews, VAE input).
+RENDER_BYTES_PER_PIXEL = 192
+OUTPUT_BYTES_PER_PIXEL = 32
+
+
+def check_render_memory(views: int, size: int, supersample: int = 1) -> None:
+    """``ValueError`` naming size/antialias when a render would need more memory than is free, so an oversized
+    request fails with a message instead of the server being killed for memory."""
+    import psutil
+
+    need = RENDER_BYTES_PER_PIXEL * (size * supersample) ** 2 + OUTPUT_BYTES_PER_PIXEL * views * size**2
+    free = psutil.virtual_memory().available
+    if need > free:
+        inputs = "size, antialias" if supersample > 1 else "size"
+        raise ValueError(
+            f"{inputs}: {views} views of {size}x{size} pixels" + (f" with antialias {supersample}" if supersample > 1 else "")
+            + f" need about {need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is free; lower {inputs} or the number of views"
+        )
+
+
 def check_cameras(cameras) -> CameraSet:
-    """Any camera-set-like value (``cam2world`` and ``intrinsics`` tensors) as this module's CameraSet."""
+    """Any camera-set-like value (``cam2world`` and ``intrinsics`` tensors) as this module's CameraSet, every
+    view checked (``camera_validation.check_camera_set``); ``ValueError`` naming the input and the view."""
     try:
         cameras = CameraSet(torch.as_tensor(cameras.cam2world, dtype=torch.float64), torch.as_tensor(cameras.intrinsics, dtype=torch.float64))
-    except (AttributeError, TypeError, ValueError) as error:
+    except (AttributeError, TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"cameras: connect a DiffPortrait3D Camera Path (or Cameras From JSON) node ({error})") from error
-    if len(cameras) == 0:
-        raise ValueError("cameras: the camera set is empty; give the Camera Path node at least one view")
-    return cameras
+    try:
+        return check_camera_set(cameras)
+    except CameraError as error:
+        raise ValueError(f"cameras: {error}") from error
+
+
+def require_visible(masks: torch.Tensor, what: str, fix: str, every_view: bool = True) -> None:
+    """``ValueError`` when a rendered condition is empty: any view (``every_view``) or all of them."""
+    empty = [view for view, mask in enumerate(masks) if not bool(mask.any())]
+    if empty and (every_view or len(empty) == len(masks)):
+        raise ValueError(f"{what} is in the picture of no camera for views {empty} (0-based) of {len(masks)}; {fix}")
+
+
+def input_file(name: str, input_name: str, example: str) -> Path:
+    """The file ``name`` in ComfyUI's input folder; one ``ValueError`` for missing and outside alike, so the
+    message never tells a client whether a path outside the folder exists."""
+    import folder_paths
+
+    folder = folder_paths.get_input_directory()
+    path = file_in_folder(name, folder)
+    if path is None:
+        shown = name.strip()[:200]
+        raise ValueError(
+            f"{input_name}: '{shown}' must be a file in ComfyUI's input folder: {folder} (give its name relative to "
+            f"that folder, e.g. '{example}'; paths that lead outside it are refused)"
+        )
+    return path
+
+
+def read_input_text(path: Path, input_name: str, shown: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{input_name}: the file '{shown}' in the input folder cannot be read as UTF-8 text ({error})") from error
 
 
 class CameraPath(io.ComfyNode):
@@ -64,7 +124,7 @@ class CameraPath(io.ComfyNode):
             "a yaw sweep, a 360 turntable or your own keyframes.",
             inputs=[
                 io.Combo.Input("preset", options=list(PRESETS), default="official16"),
-                io.Int.Input("views", default=16, min=1, max=360, tooltip="number of views (keyframes/per_view: one per keyframe)"),
+                io.Int.Input("views", default=16, min=1, max=MAX_VIEWS, tooltip="number of views (keyframes/per_view: one per keyframe)"),
                 io.Float.Input("orbit_a", default=OFFICIAL_ORBIT_A, min=0.0, max=1.5, step=0.01, tooltip="official16: horizontal amplitude a (radians)"),
                 io.Float.Input("orbit_b", default=OFFICIAL_ORBIT_B, min=0.0, max=1.5, step=0.01, tooltip="official16: vertical amplitude b (radians)"),
                 io.Float.Input("yaw_min", default=-45.0, min=-180.0, max=180.0, step=1.0, tooltip="yaw_sweep: first yaw (degrees, + = face turns to image left)"),
@@ -84,6 +144,8 @@ class CameraPath(io.ComfyNode):
 
     @classmethod
     def execute(cls, preset, views, orbit_a, orbit_b, yaw_min, yaw_max, pitch, keyframes, interpolation, pivot, pivot_x, pivot_y, pivot_z, radius, focal) -> io.NodeOutput:
+        if pivot != "custom" and pivot not in PIVOTS:
+            raise ValueError(f"pivot: must be one of {[*PIVOTS, 'custom']}, got '{pivot}'")
         point = (pivot_x, pivot_y, pivot_z) if pivot == "custom" else PIVOTS[pivot]
         try:
             cameras = camera_path(
@@ -101,24 +163,28 @@ class CamerasFromJSON(io.ComfyNode):
             node_id="DP3DCamerasFromJSON",
             display_name="DiffPortrait3D Cameras From JSON",
             category=CATEGORY,
-            description="Cameras from JSON text: this pack's camera JSON, {'labels': [...]} or a list of 25-number EG3D labels. "
-            "A path to a .json file also works.",
-            inputs=[io.String.Input("json_text", multiline=True, default="", tooltip="JSON text, or a path to a .json file")],
+            description="Cameras from JSON text: this pack's camera JSON, {'labels': [...]} (EG3D dataset.json too) or a list "
+            "of 25-number EG3D labels. The name of a .json file in ComfyUI's input folder also works.",
+            inputs=[io.String.Input("json_text", multiline=True, default="", tooltip="JSON text, or the name of a .json file in ComfyUI's input folder")],
             outputs=[Cameras.Output(display_name="cameras")],
         )
 
     @classmethod
     def execute(cls, json_text) -> io.NodeOutput:
         text = json_text.strip()
-        if text and not text.startswith(("{", "[")):
-            if not os.path.isfile(text):
-                raise ValueError(f"json_text: '{text}' is neither JSON nor an existing file path")
-            with open(text, encoding="utf-8") as handle:
-                text = handle.read()
+        source = "json_text"
+        if not text:
+            raise ValueError(
+                "json_text: empty; paste camera JSON (e.g. the camera_json output of DiffPortrait3D Camera Path) "
+                "or give the name of a .json file in ComfyUI's input folder"
+            )
+        if not text.startswith(("{", "[")):  # not JSON text: the name of a file
+            source = f"json_text (file '{text[:200]}')"
+            text = read_input_text(input_file(text, "json_text", "cameras.json"), "json_text", text[:200])
         try:
             return io.NodeOutput(CameraSet.from_json(text))
         except ValueError as error:
-            raise ValueError(f"json_text: {error}") from error
+            raise ValueError(f"{source}: {error}") from error
 
 
 class SaveCameraJSON(io.ComfyNode):
@@ -195,7 +261,9 @@ class PoseTemplateHead(io.ComfyNode):
             skin=parse_hex_colour(skin, "skin"), hair=parse_hex_colour(hair, "hair"),
             hair_volume_cm=hair_volume, head_scale=head_scale, eye_height=eye_height,
         )
-        images, masks = render_template_head(cameras, check_pixel_size(size), size, look, parse_hex_colour(background, "background"), antialias)
+        check_render_memory(len(cameras), check_pixel_size(size), antialias)
+        images, masks = render_template_head(cameras, size, size, look, parse_hex_colour(background, "background"), antialias)
+        require_visible(masks, "cameras: the template head", "aim those cameras at the head (pivot near 0, 0, 0) or lower their focal")
         return io.NodeOutput(images, masks)
 
 
@@ -226,13 +294,14 @@ class PoseDrivingFrames(io.ComfyNode):
     @classmethod
     def execute(cls, cameras, frames, size, frame_poses, yaw_start, yaw_end, per_frame_angles, background, frame_masks=None) -> io.NodeOutput:
         cameras = check_cameras(cameras)
-        check_pixel_size(size)
+        check_render_memory(len(cameras), check_pixel_size(size))
         count = frames.shape[0]
+        if count == 0:
+            raise ValueError("frames: the image batch is empty; connect the frames of a video (e.g. Load Video, Load Image)")
+        if not bool(torch.isfinite(frames).all()):
+            raise ValueError("frames: some pixels are NaN or infinite; check the node that makes the frames")
         if frame_poses == "per_frame":
-            try:
-                angles = parse_keyframes(per_frame_angles)[:, :2]
-            except ValueError as error:
-                raise ValueError(f"per_frame_angles: {error}") from error
+            angles = parse_keyframes(per_frame_angles, name="per_frame_angles")[:, :2]
             if angles.shape[0] != count:
                 raise ValueError(f"per_frame_angles: {angles.shape[0]} lines for {count} frames; write one 'yaw, pitch' per frame")
         else:
@@ -245,6 +314,21 @@ class PoseDrivingFrames(io.ComfyNode):
             masks = frame_masks.expand(count, -1, -1)
         camera_angles = torch.rad2deg(cameras.yaw_pitch_roll()[:, :2])
         chosen = assign_frames(angles, camera_angles)
+        gaps = pose_distances(angles, camera_angles).amin(dim=1)
+        far = (gaps > MAX_POSE_GAP_DEG).nonzero().flatten().tolist()
+        if far:
+            raise ValueError(
+                f"cameras: views {far} (0-based) are up to {float(gaps.max()):.0f} degrees from the pose of the nearest frame "
+                f"(more than {MAX_POSE_GAP_DEG:g} shows another side of the head); the frames cover yaw "
+                f"{float(angles[:, 0].min()):g} to {float(angles[:, 0].max()):g}. Give frames that turn that far "
+                "(and their yaw_start/yaw_end or per_frame_angles), or use the template head for those views"
+            )
+        headless = [int(frame) for frame in chosen.unique() if head_box(masks[frame]) is None]
+        if headless:
+            views = [view for view, frame in enumerate(chosen.tolist()) if frame in headless]
+            which = f"frames {headless} (0-based, chosen for views {views})"
+            problem = f"frame_masks: the masks of {which} are empty" if frame_masks is not None else f"frames: no head found in {which}"
+            raise ValueError(f"{problem}; give frame_masks with the person in white, or frames of a head on a plain background")
         images, out_masks = reframe(frames[chosen, ..., :3], masks[chosen], size, official_head_box(size), parse_hex_colour(background, "background"))
         return io.NodeOutput(images, out_masks)
 
@@ -268,7 +352,7 @@ class PoseMesh(io.ComfyNode):
             "rendered with the same rasteriser and shading as the template head.",
             inputs=[
                 Cameras.Input("cameras"),
-                io.String.Input("obj_path", default="", tooltip="path to an .obj file"),
+                io.String.Input("obj_path", default="", tooltip="name of an .obj file in ComfyUI's input folder"),
                 io.Combo.Input("placement", options=["fit_to_template", "as_is"], default="fit_to_template",
                                tooltip="fit_to_template: scale/centre to the template head's width and crown; as_is: coordinates are EG3D world units"),
                 io.Int.Input("size", default=512, min=64, max=MAX_SIZE, step=8),
@@ -282,19 +366,25 @@ class PoseMesh(io.ComfyNode):
     @classmethod
     def execute(cls, cameras, obj_path, placement, size, colour, background, two_sided) -> io.NodeOutput:
         cameras = check_cameras(cameras)
-        check_pixel_size(size)
+        check_render_memory(len(cameras), check_pixel_size(size))
+        path = input_file(obj_path, "obj_path", "head.obj")
+        shown = f"obj_path (file '{obj_path.strip()[:200]}')"
         try:
-            vertices, faces, colours = load_obj(obj_path.strip())
+            vertices, faces, colours = load_obj(path)
+            if placement == "fit_to_template":
+                top, width = _template_frame()
+                vertices = fit_to_head_frame(vertices, top, width)
         except ValueError as error:
-            raise ValueError(f"obj_path: {error}") from error
-        if placement == "fit_to_template":
-            top, width = _template_frame()
-            vertices = fit_to_head_frame(vertices, top, width)
+            raise ValueError(f"{shown}: {error}") from error
         if colours is None:
             colours = torch.tensor(parse_hex_colour(colour, "colour")).expand(vertices.shape[0], 3)
         images, masks = render_mesh_views(
             vertices, faces, cameras, size, size, colours, background=parse_hex_colour(background, "background"),
             cull=None if two_sided else "back",
+        )
+        require_visible(
+            masks, f"{shown}: the mesh", "with placement as_is the coordinates are EG3D world units (the head at the origin, "
+            "about 0.4 tall, face toward +Z): try fit_to_template, or two_sided on if the triangles face inward",
         )
         return io.NodeOutput(images, masks)
 
@@ -324,8 +414,12 @@ class PoseDepth(io.ComfyNode):
     @classmethod
     def execute(cls, cameras, depth, size, relief, background_below, background, colour=None, mask=None) -> io.NodeOutput:
         cameras = check_cameras(cameras)
-        check_pixel_size(size)
+        check_render_memory(len(cameras), check_pixel_size(size))
+        if depth.shape[0] == 0:
+            raise ValueError("depth: the image batch is empty; connect a depth map (e.g. from Depth Anything)")
         depth_map = depth[0, ..., :3].mean(-1)
+        if not bool(torch.isfinite(depth_map).all()):
+            raise ValueError("depth: some values are NaN or infinite; check the node that makes the depth map")
         if colour is not None and colour.shape[1:3] != depth.shape[1:3]:
             raise ValueError(f"colour: must match the depth size {tuple(depth.shape[1:3])}, got {tuple(colour.shape[1:3])}")
         if mask is not None and mask.shape[-2:] != depth.shape[1:3]:
@@ -339,6 +433,7 @@ class PoseDepth(io.ComfyNode):
         images, masks = render_mesh_views(
             vertices, faces, cameras, size, size, colours, background=parse_hex_colour(background, "background"), cull=None
         )
+        require_visible(masks, "depth: the relief surface", "check the depth map and background_below", every_view=False)
         return io.NodeOutput(images, masks)
 
 
@@ -360,6 +455,8 @@ class PreviewGrid(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, columns, gap) -> io.NodeOutput:
+        if images.shape[0] == 0:
+            raise ValueError("images: the batch is empty; connect the images to tile (e.g. a Pose Condition node's images)")
         columns = columns if columns > 0 else math.ceil(math.sqrt(images.shape[0]))
         return io.NodeOutput(image_grid(images, columns, gap))
 

@@ -100,6 +100,19 @@ def comfy_host(tmp_path_factory):
     return types.SimpleNamespace(path=session.path, nodes=session.nodes, pack_module=sys.modules[module_name])
 
 
+@pytest.fixture
+def input_dir(comfy_host, tmp_path):
+    """ComfyUI's input folder pointed at a fresh folder for one test (restored afterwards)."""
+    import folder_paths
+
+    previous = folder_paths.get_input_directory()
+    folder = tmp_path / "input"
+    folder.mkdir()
+    folder_paths.set_input_directory(str(folder))
+    yield folder
+    folder_paths.set_input_directory(previous)
+
+
 TINY_UNET_CONFIG = {
     "image_size": 32,
     "in_channels": 4,

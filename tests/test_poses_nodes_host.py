@@ -109,7 +109,7 @@ def test_depth_node_renders_a_relief_from_another_nodes_image(run_prompt):
     assert executor.success, [m for m in server.messages if m[0] == "execution_error"]
 
 
-def test_driving_and_mesh_nodes_produce_one_condition_per_camera(comfy_host, tmp_path):
+def test_driving_and_mesh_nodes_produce_one_condition_per_camera(comfy_host, input_dir):
     poses = comfy_host.pack_module.nodes.poses
     from diffportrait3d.kernels.poses.camera_paths import camera_path
 
@@ -122,9 +122,9 @@ def test_driving_and_mesh_nodes_produce_one_condition_per_camera(comfy_host, tmp
     with pytest.raises(ValueError, match="per_frame_angles"):
         poses.PoseDrivingFrames.execute(cameras, frames, 64, "per_frame", 0.0, 0.0, "0, 0\n10, 0", "#ffffff")
 
-    obj = tmp_path / "tetra.obj"
+    obj = input_dir / "tetra.obj"  # file inputs are names in ComfyUI's input folder
     obj.write_text("v 0 0 1\nv 1 0 -1\nv -1 0 -1\nv 0 1.5 0\nf 1 2 4\nf 2 3 4\nf 3 1 4\nf 1 3 2\n")
-    images, masks = poses.PoseMesh.execute(cameras, str(obj), "fit_to_template", 64, "#dbad91", "#000000", True).args
+    images, masks = poses.PoseMesh.execute(cameras, obj.name, "fit_to_template", 64, "#dbad91", "#000000", True).args
     assert images.shape == (3, 64, 64, 3) and (masks.sum(dim=(1, 2)) > 50).all()
     with pytest.raises(ValueError, match="obj_path"):
-        poses.PoseMesh.execute(cameras, str(tmp_path / "missing.obj"), "as_is", 64, "#dbad91", "#000000", True)
+        poses.PoseMesh.execute(cameras, "missing.obj", "as_is", 64, "#dbad91", "#000000", True)

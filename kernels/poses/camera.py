@@ -182,22 +182,17 @@ class CameraSet:
 
     @classmethod
     def from_json(cls, text: str) -> CameraSet:
-        """Cameras from :meth:`to_json` text, a bare list of 25-number labels, or ``{"labels": [...]}``."""
+        """Checked cameras from :meth:`to_json` text, ``{"labels": [...]}`` (EG3D dataset.json too) or a bare
+        list of 25-number labels; ``ValueError`` naming the view otherwise (see ``camera_validation.py``)."""
+        from .camera_validation import CameraError, cameras_from_document
+
         try:
             document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"camera JSON does not parse: {error}") from error
-        if isinstance(document, dict) and "views" in document:
-            labels = [view["label"] for view in document["views"]]
-        elif isinstance(document, dict) and "labels" in document:
-            labels = document["labels"]
-        elif isinstance(document, list):
-            labels = document
-        else:
-            raise ValueError("camera JSON must be {'views': [{'label': [...25 numbers]}]}, {'labels': [...]} or a list of labels")
-        if not labels or any(len(label) != LABEL_SIZE for label in labels):
-            raise ValueError(f"camera JSON needs at least one view and {LABEL_SIZE} numbers per label")
-        return cls.from_labels(labels)
+        except ValueError as error:  # JSONDecodeError, or a number too long to convert
+            raise CameraError(f"camera JSON does not parse: {error}") from error
+        except RecursionError as error:
+            raise CameraError("camera JSON does not parse: it is nested too deeply") from error
+        return cameras_from_document(document)
 
 
 def estimate_pivot(cameras: CameraSet) -> torch.Tensor:
@@ -218,5 +213,9 @@ def estimate_pivot(cameras: CameraSet) -> torch.Tensor:
 def frontal_camera_like(cameras: CameraSet) -> CameraSet:
     """The yaw = pitch = roll = 0 camera with the first camera's radius, intrinsics and the set's pivot."""
     radius = float(cameras.cam2world[0, :3, 3].norm())
-    frontal = cam2world_from_yaw_pitch(0.0, 0.0, 0.0, radius=radius, pivot=estimate_pivot(cameras))
+    pivot = estimate_pivot(cameras)
+    if float((pivot - torch.tensor([0.0, 0.0, radius], dtype=torch.float64)).norm()) < 1e-6:
+        # look-at toward the camera's own position has no direction (a zero, singular rotation)
+        raise ValueError(f"cameras: the viewing axes meet at {pivot.tolist()}, where the frontal camera would sit; move the cameras' pivot")
+    frontal = cam2world_from_yaw_pitch(0.0, 0.0, 0.0, radius=radius, pivot=pivot)
     return CameraSet(frontal, cameras.intrinsics[:1].clone())

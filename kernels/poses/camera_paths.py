@@ -18,6 +18,7 @@ from .camera_path_names import (
     OFFICIAL_PITCH_OFFSET,
     PRESETS,
 )
+from .camera_validation import MAX_VIEWS, CameraError, check_camera_set
 
 
 def official_orbit(
@@ -43,11 +44,29 @@ def turntable(views: int = 24, pitch_deg=0.0, **camera) -> CameraSet:
     return CameraSet.from_yaw_pitch(yaw, math.radians(pitch_deg), 0.0, **camera)
 
 
-def parse_keyframes(text: str) -> torch.Tensor:
+MAX_ANGLE_DEG = 360.0
+MAX_PITCH_DEG = 90.0
+
+
+def _angle_problem(values: list[float]) -> str | None:
+    """Why (yaw, pitch, roll) degrees are not usable, or None: finite, |yaw|, |roll| <= 360, |pitch| <= 90
+    (past 90 the camera would go over the pole, where EG3D's sphere stops)."""
+    if not all(math.isfinite(value) for value in values):
+        return "angles must be finite numbers (degrees), not NaN or infinity"
+    yaw, pitch, roll = values
+    if abs(yaw) > MAX_ANGLE_DEG or abs(roll) > MAX_ANGLE_DEG:
+        return f"yaw and roll must be within -{MAX_ANGLE_DEG:g}..{MAX_ANGLE_DEG:g} degrees"
+    if abs(pitch) > MAX_PITCH_DEG:
+        return f"pitch must be within -{MAX_PITCH_DEG:g}..{MAX_PITCH_DEG:g} degrees (- = camera above the head)"
+    return None
+
+
+def parse_keyframes(text: str, name: str = "keyframes") -> torch.Tensor:
     """Keyframes [K, 3] (yaw, pitch, roll) in degrees from text.
 
     One keyframe per line or per ``;``; numbers separated by commas or spaces: ``yaw`` or
     ``yaw, pitch`` or ``yaw, pitch, roll`` (missing values are 0). ``#`` starts a comment.
+    ``ValueError`` messages start with ``name`` (the input the text came from) and the entry.
     """
     rows = []
     for number, chunk in enumerate(re.split(r"[;\n]", text), start=1):
@@ -56,14 +75,18 @@ def parse_keyframes(text: str) -> torch.Tensor:
             continue
         parts = [part for part in re.split(r"[,\s]+", chunk) if part]
         if len(parts) > 3:
-            raise ValueError(f"keyframes: entry {number} '{chunk}' has more than 3 numbers (yaw, pitch, roll)")
+            raise ValueError(f"{name}: entry {number} '{chunk}' has more than 3 numbers (yaw, pitch, roll)")
         try:
             values = [float(part) for part in parts]
-        except ValueError as error:
-            raise ValueError(f"keyframes: entry {number} '{chunk}' is not numbers (degrees): {error}") from error
-        rows.append(values + [0.0] * (3 - len(values)))
+        except ValueError:
+            raise ValueError(f"{name}: entry {number} '{chunk}' is not numbers (degrees), e.g. '30, -5, 0'") from None
+        values += [0.0] * (3 - len(values))
+        problem = _angle_problem(values)
+        if problem:
+            raise ValueError(f"{name}: entry {number} '{chunk}': {problem}")
+        rows.append(values)
     if not rows:
-        raise ValueError("keyframes: no keyframe found; write one 'yaw, pitch, roll' (degrees) per line")
+        raise ValueError(f"{name}: no keyframe found; write one 'yaw, pitch, roll' (degrees) per line")
     return torch.tensor(rows, dtype=torch.float64)
 
 
@@ -113,16 +136,30 @@ def camera_path(
     pivot=PIVOT_PANOHEAD,
     focal: float = EG3D_FOCAL,
 ) -> CameraSet:
-    """One entry point for every preset (``PRESETS``); parameters that a preset does not use are ignored."""
-    if views < 1:
-        raise ValueError(f"views must be at least 1, got {views}")
+    """One entry point for every preset (``PRESETS``); parameters that a preset does not use are ignored.
+
+    The cameras are checked (``camera_validation.check_camera_set``): ``ValueError`` naming the view when
+    the parameters give an unusable camera (e.g. inside the head).
+    """
+    if not 1 <= views <= MAX_VIEWS:
+        raise ValueError(f"views must be 1 to {MAX_VIEWS}, got {views}")
+    numbers = {"orbit_a": orbit_a, "orbit_b": orbit_b, "yaw_min": yaw_min_deg, "yaw_max": yaw_max_deg, "pitch": pitch_deg,
+               "radius": radius, "focal": focal, "pivot": math.fsum(abs(float(v)) for v in pivot)}
+    bad = [name for name, value in numbers.items() if not math.isfinite(value)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: must be finite numbers")
     camera = {"radius": radius, "pivot": pivot, "focal": focal}
     if preset == "official16":
-        return official_orbit(orbit_a, orbit_b, views, **camera)
-    if preset == "yaw_sweep":
-        return yaw_sweep(views, yaw_min_deg, yaw_max_deg, pitch_deg, **camera)
-    if preset == "turntable360":
-        return turntable(views, pitch_deg, **camera)
-    if preset == "keyframes":
-        return keyframe_path(keyframes, views, interpolation, **camera)
-    raise ValueError(f"preset must be one of {PRESETS}, got '{preset}'")
+        cameras = official_orbit(orbit_a, orbit_b, views, **camera)
+    elif preset == "yaw_sweep":
+        cameras = yaw_sweep(views, yaw_min_deg, yaw_max_deg, pitch_deg, **camera)
+    elif preset == "turntable360":
+        cameras = turntable(views, pitch_deg, **camera)
+    elif preset == "keyframes":
+        cameras = keyframe_path(keyframes, views, interpolation, **camera)
+    else:
+        raise ValueError(f"preset must be one of {PRESETS}, got '{preset}'")
+    try:
+        return check_camera_set(cameras, hint="The cameras circle the head centre (0, 0, 0) at distance radius and look at the pivot: keep the pivot well inside that circle.")
+    except CameraError as error:
+        raise CameraError(f"preset '{preset}' with radius {radius:g}, pivot {tuple(pivot)}, focal {focal:g}: {error}") from error

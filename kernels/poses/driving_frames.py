@@ -29,10 +29,20 @@ def linear_sweep_angles(frames: int, yaw_start_deg: float, yaw_end_deg: float, p
     return torch.stack([yaw, torch.full_like(yaw, pitch_deg)], -1)
 
 
+MAX_POSE_GAP_DEG = 60.0  # a frame farther than this from a camera's pose shows another side of the head
+
+
+def pose_distances(frame_angles: torch.Tensor, camera_angles: torch.Tensor) -> torch.Tensor:
+    """[N, F] distance in degrees between camera and frame (yaw, pitch); yaw differences wrap around
+    (yaw 179 and -179 are 2 degrees apart). Angles [F, 2] and [N, 2] in degrees."""
+    difference = camera_angles.double()[:, None, :] - frame_angles.double()[None, :, :]
+    yaw = torch.remainder(difference[..., 0] + 180.0, 360.0) - 180.0
+    return torch.stack([yaw, difference[..., 1]], -1).norm(dim=-1)
+
+
 def assign_frames(frame_angles: torch.Tensor, camera_angles: torch.Tensor) -> torch.Tensor:
-    """[N] index of the frame nearest (yaw, pitch distance) to each camera; angles [F, 2] and [N, 2], same units."""
-    distance = torch.cdist(camera_angles.double()[None], frame_angles.double()[None])[0]
-    return distance.argmin(dim=1)
+    """[N] index of the frame nearest (:func:`pose_distances`) to each camera; angles [F, 2] and [N, 2], degrees."""
+    return pose_distances(frame_angles, camera_angles).argmin(dim=1)
 
 
 def estimate_foreground(frames: torch.Tensor, threshold: float = 0.12) -> torch.Tensor:
