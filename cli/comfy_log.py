@@ -45,3 +45,18 @@ def prints_to(handler: logging.Handler):
     with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
         yield
     stream.flush()
+
+
+def default_log_path() -> Path:
+    """Where commands without an output folder (``workflows``, ``bench``) keep ComfyUI's messages."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "diffportrait3d-comfyui.log"
+
+
+def start_comfyui_logged(log_path: Path, **options):
+    """``start_comfyui(**options)`` with ComfyUI's messages, from now on, in ``log_path`` (see ``log_to_file``)."""
+    from .comfy_session import start_comfyui
+
+    with prints_to(log_to_file(log_path)):
+        return start_comfyui(**options)

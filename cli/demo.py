@@ -112,8 +112,8 @@ def run_demo(out: Path, views: int, steps: int, size: int, seed: int = 0) -> int
     import tempfile
     import time
 
-    from .comfy_log import log_to_file, prints_to
-    from .comfy_session import ComfyUINotFound, start_comfyui
+    from .comfy_log import start_comfyui_logged
+    from .comfy_session import ComfyUINotFound
     from .main import _workflow_path
     from .server_client import write_manifest
     from .workflow_graphs import OFFICIAL
@@ -127,13 +127,11 @@ def run_demo(out: Path, views: int, steps: int, size: int, seed: int = 0) -> int
         for folder in folders.values():
             folder.mkdir()
         log_path = out / "comfyui.log"
-        log = log_to_file(log_path)
         try:
-            with prints_to(log):
-                session = start_comfyui(
-                    input_directory=folders["input"], output_directory=folders["output"],
-                    temp_directory=folders["temp"], host_model_paths=False,
-                )
+            session = start_comfyui_logged(
+                log_path, input_directory=folders["input"], output_directory=folders["output"],
+                temp_directory=folders["temp"], host_model_paths=False,
+            )
         except ComfyUINotFound as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

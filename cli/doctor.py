@@ -273,8 +273,7 @@ def run_doctor(roots: list[Path], extra_configs: list[Path]) -> tuple[int, str]:
             )
 
             report.say(f"  {CHECKPOINT_NAME} is {CHECKPOINT_ORIGIN}; the pack never downloads it. All files at once: "
-                       f"{convert_command(report.convert_folder)}, then move diffportrait3d_text_encoder.safetensors "
-                       "into the text_encoders folder")
+                       f"{convert_command(report.convert_folder)}")
     else:
         report.say("Everything the official workflow needs is here.")
     return (1 if report.problems else 0), "\n".join(report.lines)

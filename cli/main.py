@@ -230,15 +230,17 @@ def _run_bench(options) -> int:
 
     import torch
 
-    from .comfy_session import ComfyUINotFound, start_comfyui
+    from .comfy_log import default_log_path, start_comfyui_logged
+    from .comfy_session import ComfyUINotFound
 
     if options.threads:
         torch.set_num_threads(options.threads)
     try:
-        start_comfyui(pytorch_attention=options.attention == "pytorch")
+        session = start_comfyui_logged(default_log_path(), pytorch_attention=options.attention == "pytorch")
     except ComfyUINotFound as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print(f"ComfyUI {session.path} (its messages: {default_log_path()})", file=sys.stderr)
     from ..bench.benchmark import BenchConfig, format_report, run_benchmark
 
     config = BenchConfig(
@@ -252,7 +254,6 @@ def _run_bench(options) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logging.getLogger().setLevel(logging.WARNING)  # ComfyUI's model loading messages
     result = run_benchmark(config)
     print(json.dumps(result, indent=1) if options.json else format_report(result))
     return 0
@@ -276,11 +277,12 @@ def _run_workflows(options) -> int:
     from pathlib import Path
 
     from .comfy_host import PACK_ROOT
-    from .comfy_session import ComfyUINotFound, node_definitions, start_comfyui
+    from .comfy_log import default_log_path, start_comfyui_logged
+    from .comfy_session import ComfyUINotFound, node_definitions
     from .workflow_graphs import WORKFLOWS, workflow_files
 
     try:
-        start_comfyui(cpu=True)
+        start_comfyui_logged(default_log_path(), cpu=True)
     except ComfyUINotFound as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -443,8 +445,8 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
     import tempfile
     from pathlib import Path
 
-    from .comfy_log import log_to_file, prints_to
-    from .comfy_session import ComfyUINotFound, start_comfyui
+    from .comfy_log import start_comfyui_logged
+    from .comfy_session import ComfyUINotFound
     from .cpu_threads import thread_count
     from .server_client import write_manifest
     from .workflow_jobs import JobError, job_prompt
@@ -456,17 +458,15 @@ def _run_in_process(options, prompt, jobs, out, settings) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     log_path = out / "comfyui.log"
-    log = log_to_file(log_path)
     with tempfile.TemporaryDirectory(prefix="diffportrait3d-run-") as scratch:
         inputs, outputs, previews = Path(scratch) / "input", Path(scratch) / "output", Path(scratch) / "temp"
         for folder in (inputs, outputs, previews):
             folder.mkdir()
         try:
-            with prints_to(log):
-                session = start_comfyui(
-                    input_directory=inputs, output_directory=outputs, temp_directory=previews,
-                    extra_model_paths=tuple(Path(p) for p in options.extra_model_paths_config),
-                )
+            session = start_comfyui_logged(
+                log_path, input_directory=inputs, output_directory=outputs, temp_directory=previews,
+                extra_model_paths=tuple(Path(p) for p in options.extra_model_paths_config),
+            )
             print(_device_line(threads, why) + f"; ComfyUI {session.path}, its log: {log_path}")
             for root in options.models:
                 add_models_root(session.folder_paths, Path(root))

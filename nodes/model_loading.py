@@ -34,7 +34,7 @@ from .cpu.shared_text import SharedTextControlNet, share_text_context_
 from .cpu.swaps import has_cpu_layers, use_cpu_modules_
 
 MODEL_FOLDER = "diffportrait3d"
-RECONVERT = "convert it again: python -m diffportrait3d convert SRC --out models/diffportrait3d"
+RECONVERT = f"convert it again: {convert_command()}"
 
 
 def register_model_folder() -> None:
@@ -77,7 +77,7 @@ def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str
     if found is None:
         raise ConversionError(
             f"{input_name}: {name} has no DiffPortrait3D metadata. Select {COMPONENT_FILES[component]}, "
-            "made from the official checkpoint by: python -m diffportrait3d convert SRC --out models/diffportrait3d"
+            f"made from the official checkpoint by: {convert_command()}"
         )
     if found != component:
         raise ConversionError(
