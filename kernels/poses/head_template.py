@@ -3,7 +3,9 @@
 The head is a star-shaped surface around a centre between the ears at eye height: the distance
 along each unit direction is a smooth union of a cranium and a jaw ellipsoid, plus Gaussian bumps
 and dents for brows, eye sockets and eyeballs, nose, cheekbones, lips, chin and ears, plus a hair
-layer over the scalp. A tapered tube makes the neck. Shapes are designed in centimetres in head
+layer over the scalp. A tapered tube makes the neck. The hairline is high on the forehead, arches over the
+ears and runs down behind them to the nape, where it continues onto the neck, so that the head reads as a
+head from every yaw of a full turn. Shapes are designed in centimetres in head
 coordinates (+x = the subject's left, +y = up, +z = out of the face) and placed in the EG3D world
 (see ``camera.py``) so that at radius 2.7 / focal 4.2647 the head fills the frame like the official
 condition renders: eyes slightly above the image centre, crown near the top, chin at about 4/5.
@@ -50,7 +52,8 @@ def parse_hex_colour(text: str, input_name: str) -> tuple[float, float, float]:
 @dataclass
 class HeadMesh:
     """Triangle mesh in world units: ``vertices`` [V, 3] float32, ``faces`` [F, 3] int64 (counter-clockwise
-    from outside), ``attributes`` [V, 4] float32 = canonical direction (3) and a head flag (1 = head, 0 = neck)."""
+    from outside), ``attributes`` [V, 4] float32 = canonical direction (3: the unit direction from the head centre, for the
+    neck too) and a head flag (1 = head, 0 = neck: no face is painted there)."""
 
     vertices: torch.Tensor
     faces: torch.Tensor
@@ -84,13 +87,25 @@ def _ellipsoid_exit(directions: torch.Tensor, centre, axes) -> torch.Tensor:
     return (b + torch.sqrt(b * b - a * c)) / a
 
 
-def _hair_coverage(lon: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
-    """0..1 scalp coverage: the hairline is high on the forehead, above the ears at the sides, low at the nape."""
-    facing = torch.cos(lon)
+EAR_LON, EAR_LAT = 1.64, -0.12  # centre of each ear (longitude +/-), radians
+NAPE_LAT = -0.86  # hairline latitude straight behind the head, on the neck below the skull
+
+
+def _hairline(lon: torch.Tensor) -> torch.Tensor:
+    """Latitude of the hairline at each longitude: high on the forehead, arched over the ears, then down
+    behind them to the nape (on the neck, below where the skull meets it)."""
+    side = lon.abs()
+    facing = torch.cos(side)
     front = 0.12 + 0.74 * facing.clamp_min(0) ** 1.5
-    back = 0.12 + 0.70 * facing.clamp_max(0)
-    hairline = torch.where(facing >= 0, front, back)
-    return torch.sigmoid((lat - hairline) / 0.03)
+    behind = ((side - EAR_LON - 0.10) / 0.40).clamp(0, 1)
+    drop = 0.12 + (NAPE_LAT - 0.12) * (3 * behind**2 - 2 * behind**3)  # smoothstep from the ear to the nape
+    arch = 0.12 * torch.exp(-0.5 * ((side - EAR_LON) / 0.13) ** 2)
+    return torch.where(facing >= 0, front, drop) + arch
+
+
+def _hair_coverage(lon: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+    """0..1 coverage by hair, for scalp and neck alike: everything above the :func:`_hairline`."""
+    return torch.sigmoid((lat - _hairline(lon)) / 0.03)
 
 
 def head_radius_cm(directions: torch.Tensor, look: HeadLook = HeadLook()) -> torch.Tensor:
@@ -122,8 +137,14 @@ def head_radius_cm(directions: torch.Tensor, look: HeadLook = HeadLook()) -> tor
         - 0.30 * _gauss(lon, lat, 0.0, -0.655, 0.22, 0.012)  # mouth line
         + 0.60 * _gauss(lon, lat, 0.0, -0.98, 0.20, 0.12)  # chin
     ) * front
-    ears = 2.0 * _mirrored(lon, lat, 1.64, -0.12, 0.11, 0.21) - 0.6 * _mirrored(lon, lat, 1.64, -0.12, 0.05, 0.11)
-    hair = look.hair_volume_cm * _hair_coverage(lon, lat) * (1.0 + 0.35 * torch.sin(lat).clamp_min(0))
+    ears = 2.0 * _mirrored(lon, lat, EAR_LON, EAR_LAT, 0.11, 0.21) - 0.6 * _mirrored(lon, lat, EAR_LON, EAR_LAT, 0.05, 0.11)
+    ears = ears + 0.8 * _mirrored(lon, lat, EAR_LON + 0.11, EAR_LAT + 0.02, 0.07, 0.17)  # the rim stands off the skull, seen from behind
+    # Behind the ears the hair thins out toward the nape instead of ending in a ledge, and leaves the ears free.
+    behind = (-4.0 * torch.cos(lon)).clamp(0, 1)
+    above = ((lat - _hairline(lon)) / 0.35).clamp(0, 1)
+    thinning = 1.0 - behind * (1.0 - above * above * (3 - 2 * above))
+    over_ears = 0.6 * _mirrored(lon, lat, math.pi / 2, 0.20, 0.30, 0.10)  # hair standing out above the ears
+    hair = look.hair_volume_cm * _hair_coverage(lon, lat) * thinning * (1.0 + 0.35 * torch.sin(lat).clamp_min(0) + over_ears)
     return radius + features + ears + hair
 
 
@@ -152,7 +173,7 @@ def _sphere_grid(rows: int, columns: int):
 
 def _neck_tube(rows: int, columns: int):
     """A tapered neck tube in head centimetres, open at both ends, outward-facing triangles."""
-    heights = torch.linspace(-5.0, -34.0, rows + 1, dtype=torch.float64)
+    heights = torch.linspace(-2.0, -34.0, rows + 1, dtype=torch.float64)
     angle = -math.pi + 2 * math.pi * torch.arange(columns, dtype=torch.float64) / columns
     h, a = torch.meshgrid(heights, angle, indexing="ij")
     flare = 1.0 + 1.6 * torch.sigmoid((-h - 22.0) / 3.0)  # widens toward the shoulders
@@ -170,7 +191,7 @@ def build_head_mesh(look: HeadLook = HeadLook(), rows: int = 120, columns: int =
     offset = torch.tensor([0.0, look.eye_height, 0.0], dtype=torch.float64)
     vertices = torch.cat([head_cm, neck_cm]) * scale + offset
     faces = torch.cat([head_faces, neck_faces + head_cm.shape[0]])
-    neck_direction = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64).expand(neck_cm.shape[0], 3)
+    neck_direction = torch.nn.functional.normalize(neck_cm, dim=-1)  # the nape's hair continues onto the neck
     attributes = torch.cat(
         [
             torch.cat([directions, torch.ones(directions.shape[0], 1, dtype=torch.float64)], -1),
@@ -197,9 +218,10 @@ def head_albedo(attributes: torch.Tensor, look: HeadLook = HeadLook()) -> torch.
     lon, lat = _angles(directions)
     side = lon.abs()  # features are mirror-symmetric
     colour = torch.as_tensor(look.skin, dtype=attributes.dtype).expand(attributes.shape[0], 3).clone()
-    colour = _blend(colour, (0.85, 0.50, 0.45), 0.25 * _gauss(side, lat, 0.50, -0.28, 0.14, 0.10))  # cheeks
-
-    front = (torch.cos(lon) > 0).to(lat.dtype)
+    front = (torch.cos(lon) > 0).to(lat.dtype) * is_head  # the face is painted on the head, never on the neck
+    colour = _blend(colour, (0.85, 0.50, 0.45), 0.25 * _gauss(side, lat, 0.50, -0.28, 0.14, 0.10) * is_head)  # cheeks
+    concha = _soft_ellipse(side, lat, EAR_LON + 0.01, EAR_LAT, 0.05, 0.10, 0.3) * is_head
+    colour = _blend(colour, tuple(0.72 * c for c in look.skin), 0.6 * concha)  # the ear's hollow, so ears read from the side
     lips = _soft_ellipse(lon, lat, 0.0, -0.655, 0.20, 0.07, 0.15) * front
     colour = _blend(colour, look.lips, 0.85 * lips)
     colour = _blend(colour, (0.30, 0.12, 0.12), 0.8 * torch.exp(-0.5 * ((lat + 0.655) / 0.007) ** 2) * lips)
@@ -220,7 +242,7 @@ def head_albedo(attributes: torch.Tensor, look: HeadLook = HeadLook()) -> torch.
 
     strands = 0.88 + 0.12 * torch.sin(70.0 * side + 9.0 * lat) * torch.sin(23.0 * lat + 5.0 * side)
     hair_colour = torch.as_tensor(look.hair, dtype=attributes.dtype) * strands.unsqueeze(-1)
-    coverage = _hair_coverage(lon, lat) * is_head
+    coverage = _hair_coverage(lon, lat)
     colour = colour + (hair_colour - colour) * coverage.unsqueeze(-1)
     neck_shade = 0.94 + 0.06 * is_head
     return (colour * neck_shade.unsqueeze(-1)).clamp(0, 1)
