@@ -52,7 +52,7 @@ def _add_poses(commands) -> None:
         "cameras.json (25-number EG3D labels) in --out. With --benchmark, time the renderer instead.",
     )
     parser.add_argument("--preset", choices=PRESETS, default="official16", help="camera path preset (default official16)")
-    parser.add_argument("--views", type=int, default=16, help="number of views (default 16)")
+    parser.add_argument("--views", type=int, default=16, help="number of views (default 16; sphere32 has 32, sphere32_back 1)")
     parser.add_argument("--a", type=float, default=OFFICIAL_ORBIT_A, help="official16 horizontal amplitude (radians)")
     parser.add_argument("--b", type=float, default=OFFICIAL_ORBIT_B, help="official16 vertical amplitude (radians)")
     parser.add_argument("--yaw-min", type=float, default=-45.0, help="yaw_sweep first yaw (degrees)")

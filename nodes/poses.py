@@ -121,10 +121,11 @@ class CameraPath(io.ComfyNode):
             display_name="DiffPortrait3D Camera Path",
             category=CATEGORY,
             description="Target cameras (EG3D/PanoHead conventions) for novel views: the official 16-view orbit, "
-            "a yaw sweep, a 360 turntable or your own keyframes.",
+            "a yaw sweep, a 360 turntable, your own keyframes, DiffPortrait360's 32 inference cameras (sphere32: a full "
+            "turn, 4 windows of 8) or its back camera alone (sphere32_back: view 18, for the back-of-head step).",
             inputs=[
                 io.Combo.Input("preset", options=list(PRESETS), default="official16"),
-                io.Int.Input("views", default=16, min=1, max=MAX_VIEWS, tooltip="number of views (keyframes/per_view: one per keyframe)"),
+                io.Int.Input("views", default=16, min=1, max=MAX_VIEWS, tooltip="number of views (keyframes/per_view: one per keyframe; sphere32: always 32; sphere32_back: 1)"),
                 io.Float.Input("orbit_a", default=OFFICIAL_ORBIT_A, min=0.0, max=1.5, step=0.01, tooltip="official16: horizontal amplitude a (radians)"),
                 io.Float.Input("orbit_b", default=OFFICIAL_ORBIT_B, min=0.0, max=1.5, step=0.01, tooltip="official16: vertical amplitude b (radians)"),
                 io.Float.Input("yaw_min", default=-45.0, min=-180.0, max=180.0, step=1.0, tooltip="yaw_sweep: first yaw (degrees, + = face turns to image left)"),

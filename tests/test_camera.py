@@ -137,6 +137,29 @@ def test_other_presets():
         camera_path("spiral")
 
 
+def test_sphere32_is_diffportrait360s_inference_cameras():
+    """Hand-derived from the release's renderer call (see ``camera_paths.sphere32``): frame k looks at the origin
+    from EG3D angles h = 3.14/2 + 2*3.14*k/32, v = 3.14/2 at radius 2.7, focal 4.2647."""
+    cameras = camera_path("sphere32", views=5)  # the view count is fixed: 32
+    assert len(cameras) == 32
+    h = 3.14 / 2 + 2 * 3.14 * torch.arange(32, dtype=torch.float64) / 32
+    phi = math.acos(1 - 2 * (3.14 / 2) / math.pi)
+    origins = 2.7 * torch.stack([math.sin(phi) * torch.cos(math.pi - h), torch.full_like(h, math.cos(phi)), math.sin(phi) * torch.sin(math.pi - h)], -1)
+    torch.testing.assert_close(cameras.cam2world[:, :3, 3], origins, atol=1e-12, rtol=0)
+    torch.testing.assert_close(cameras.cam2world[:, :3, 2], -origins / 2.7, atol=1e-12, rtol=0)  # looking at (0, 0, 0)
+    assert (cameras.cam2world[:, 1, 1] < -0.999).all()  # no roll: image down is world down
+    torch.testing.assert_close(cameras.intrinsics, torch.tensor([[EG3D_FOCAL, 0, 0.5], [0, EG3D_FOCAL, 0.5], [0, 0, 1.0]], dtype=torch.float64).expand(32, 3, 3))
+    yaw = torch.rad2deg(cameras.yaw_pitch_roll()[:, 0])
+    assert abs(yaw[0]) < 0.05 and abs(yaw[16]) > 179.8  # frontal first, the back half-way
+    assert yaw[18].item() == pytest.approx(2 * 3.14 * 18 / 32 * 180 / math.pi - 0.0456 - 360, abs=1e-3)  # -157.65: behind, to the right
+
+    back = camera_path("sphere32_back", views=7)
+    assert len(back) == 1 and torch.equal(back.labels(), cameras.labels()[18:19])
+    assert back.cam2world[0, 2, 3] < -2.4  # behind the head (the face looks toward +z)
+    moved = camera_path("sphere32", radius=4.0, focal=6.0, pivot=(0.0, 0.05, 0.0))
+    assert moved.cam2world[:, :3, 3].norm(dim=-1).sub(4.0).abs().max() < 1e-12 and (moved.intrinsics[:, 0, 0] == 6.0).all()
+
+
 def test_keyframe_parsing_and_interpolation():
     keys = parse_keyframes("0, 0  # front\n30 -5; 60,-10,4\n")
     assert keys.tolist() == [[0, 0, 0], [30, -5, 0], [60, -10, 4]]

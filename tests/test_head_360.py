@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from diffportrait3d.kernels.poses.camera import CameraSet
+from diffportrait3d.kernels.poses.camera_paths import camera_path
 from diffportrait3d.kernels.poses.head_template import (
     EAR_LAT,
     EAR_LON,
@@ -63,9 +64,13 @@ def components(mask: torch.Tensor) -> int:
         labels = spread
 
 
-@pytest.mark.parametrize("yaw", [math.pi, math.radians(157.5), math.radians(-157.5)])
+@pytest.mark.parametrize("yaw", [math.pi, math.radians(157.5), math.radians(-157.5), "sphere32_back"])
 def test_from_behind_hair_covers_the_head_down_to_the_nape(yaw):
-    view = parts(yaw)
+    if yaw == "sphere32_back":  # where DiffPortrait360's back-of-head generator runs
+        yaw, pitch, _ = camera_path("sphere32_back").yaw_pitch_roll()[0].tolist()
+        view = parts(yaw, pitch)
+    else:
+        view = parts(yaw)
     assert view["hair"][view["head"]].float().mean() > 0.9
     # The hairline is on the neck, below the skull: where a column's lowest head pixel is hair, the neck pixel
     # under it is hair too (no band of bare skull between the hair and the neck).

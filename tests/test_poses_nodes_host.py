@@ -83,6 +83,27 @@ def test_camera_json_round_trips_through_the_load_node(run_prompt, output_dir):
     torch.testing.assert_close(labels, original.labels(), atol=1e-6, rtol=0)
 
 
+def test_sphere32_presets_give_the_32_official_cameras_and_the_back_one(run_prompt, output_dir):
+    """The presets appended to the node's menu run in a real prompt; 'views' does not change them."""
+    from diffportrait3d.kernels.poses.camera_paths import sphere32
+
+    prompt = {
+        "1": camera_path_node(views=4, preset="sphere32"),
+        "2": {"class_type": "DP3DSaveCameraJSON", "inputs": {"cameras": ["1", 0], "filename_prefix": "all"}},
+        "3": camera_path_node(views=4, preset="sphere32_back"),
+        "4": {"class_type": "DP3DSaveCameraJSON", "inputs": {"cameras": ["3", 0], "filename_prefix": "back"}},
+        "5": {**template_node(), "inputs": {**template_node()["inputs"], "cameras": ["3", 0]}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+    }
+    executor, server = run_prompt(prompt)
+    assert executor.success, [m for m in server.messages if m[0] == "execution_error"]
+    labels = {name: torch.tensor([view["label"] for view in json.loads(next(output_dir.glob(f"{name}_*.json")).read_text())["views"]])
+              for name in ("all", "back")}
+    torch.testing.assert_close(labels["all"], sphere32().labels(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(labels["back"], labels["all"][18:19], atol=0, rtol=0)
+    assert len(executor.history_result["outputs"]["6"]["images"]) == 1
+
+
 def test_bad_colour_is_reported_with_the_input_name(run_prompt):
     prompt = {
         "1": camera_path_node(views=1),

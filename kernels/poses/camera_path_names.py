@@ -7,5 +7,10 @@ The paths themselves are in ``camera_paths.py``.
 OFFICIAL_ORBIT_A = 0.35
 OFFICIAL_ORBIT_B = 0.25
 OFFICIAL_PITCH_OFFSET = -0.05
-PRESETS = ("official16", "yaw_sweep", "turntable360", "keyframes")
+# DiffPortrait360's inference cameras (``sphere32``, see ``camera_paths.sphere32``): 32 views in a full turn, and
+# the one the back-of-head generator runs at (``sphere32_back``).
+SPHERE32_VIEWS = 32
+SPHERE32_BACK_VIEW = 18
+# New presets go at the end: saved workflows store the option, and the menu keeps old ones valid.
+PRESETS = ("official16", "yaw_sweep", "turntable360", "keyframes", "sphere32", "sphere32_back")
 INTERPOLATIONS = ("per_view", "linear", "smooth")

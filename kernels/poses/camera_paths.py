@@ -1,4 +1,5 @@
-"""Camera paths: the official 16-view orbit, yaw sweeps, a 360 turntable and keyframed paths.
+"""Camera paths: the official 16-view orbit, yaw sweeps, a 360 turntable, keyframed paths and DiffPortrait360's
+32 inference cameras.
 
 All return a :class:`CameraSet` (EG3D conventions, see ``camera.py``). Angles of the official orbit
 are EG3D's raw radians; every other path takes degrees.
@@ -17,6 +18,8 @@ from .camera_path_names import (
     OFFICIAL_ORBIT_B,
     OFFICIAL_PITCH_OFFSET,
     PRESETS,
+    SPHERE32_BACK_VIEW,
+    SPHERE32_VIEWS,
 )
 from .camera_validation import MAX_VIEWS, CameraError, check_camera_set
 
@@ -42,6 +45,38 @@ def turntable(views: int = 24, pitch_deg=0.0, **camera) -> CameraSet:
     """A full turn: yaw = 360 k / views degrees (view 0 frontal, then toward +yaw), one pitch."""
     yaw = 2 * math.pi * torch.arange(views, dtype=torch.float64) / views
     return CameraSet.from_yaw_pitch(yaw, math.radians(pitch_deg), 0.0, **camera)
+
+
+# DiffPortrait360 writes pi as 3.14 in its camera angles (below); kept, so the labels match the official ones.
+SPHERE32_PI = 3.14
+
+
+def sphere32(**camera) -> CameraSet:
+    """DiffPortrait360's 32 inference cameras, in the official order (view ``k`` = frame ``k``).
+
+    Facts from the release code (public fork twowwj/diff360, ``diffportrait360_release/code``, commit 2760f9f):
+    ``3DNoise/projector_withseg.py`` renders the 3D-aware noise ``condition32.mp4`` with, for frame ``k`` of 32,
+    ``LookAtPoseSampler.sample(3.14/2 + 2*3.14*k/32, 3.14/2, lookat (0, 0, 0), radius=2.7)`` and intrinsics
+    ``[[4.2647, 0, 0.5], [0, 4.2647, 0.5], [0, 0, 1]]``; ``inference.py`` pairs frame ``i*8 + j`` of that video
+    with pose hint ``i*8 + j`` of ``sample_data/cam_condition/sphere32`` (4 batches of 8), so the 32 pose hints
+    sit at the same cameras. The hint images themselves are not in the published sources (we cannot read their
+    labels); ``inference.sh`` runs the back-of-head generator at ``sphere32/0000018.png``, which is view 18 when
+    the files count from 0 like the frames (``SPHERE32_BACK_VIEW``; it is view 17 if they count from 1).
+
+    In this module's terms: yaw ``= 2*3.14*k/32 + (3.14 - pi)/2`` (steps of 11.243 degrees, view 18 at 202.4 =
+    -157.6 degrees: behind the head, toward the subject's right) and pitch ``= (3.14 - pi)/2`` (-0.046 degrees).
+    ``radius``, ``pivot`` and ``focal`` default to the official 2.7, (0, 0, 0) and 4.2647.
+    """
+    offset = (SPHERE32_PI - math.pi) / 2
+    yaw = 2 * SPHERE32_PI * torch.arange(SPHERE32_VIEWS, dtype=torch.float64) / SPHERE32_VIEWS + offset
+    return CameraSet.from_yaw_pitch(yaw, offset, 0.0, **camera)
+
+
+def sphere32_back(**camera) -> CameraSet:
+    """One camera: view ``SPHERE32_BACK_VIEW`` of :func:`sphere32`, where DiffPortrait360's back-of-head generator runs."""
+    cameras = sphere32(**camera)
+    view = slice(SPHERE32_BACK_VIEW, SPHERE32_BACK_VIEW + 1)
+    return CameraSet(cameras.cam2world[view].clone(), cameras.intrinsics[view].clone())
 
 
 MAX_ANGLE_DEG = 360.0
@@ -136,7 +171,8 @@ def camera_path(
     pivot=PIVOT_PANOHEAD,
     focal: float = EG3D_FOCAL,
 ) -> CameraSet:
-    """One entry point for every preset (``PRESETS``); parameters that a preset does not use are ignored.
+    """One entry point for every preset (``PRESETS``); parameters that a preset does not use are ignored
+    (``sphere32`` always has 32 views, ``sphere32_back`` one).
 
     The cameras are checked (``camera_validation.check_camera_set``): ``ValueError`` naming the view when
     the parameters give an unusable camera (e.g. inside the head).
@@ -157,6 +193,10 @@ def camera_path(
         cameras = turntable(views, pitch_deg, **camera)
     elif preset == "keyframes":
         cameras = keyframe_path(keyframes, views, interpolation, **camera)
+    elif preset == "sphere32":
+        cameras = sphere32(**camera)
+    elif preset == "sphere32_back":
+        cameras = sphere32_back(**camera)
     else:
         raise ValueError(f"preset must be one of {PRESETS}, got '{preset}'")
     try:
