@@ -127,7 +127,8 @@ def _run_poses(options) -> int:
 
 
 def _preset_sheet(look, background, pivot, tile: int = 160):
-    """Rows: official16 (2 rows of 8), yaw_sweep -60..60, turntable360 (8 views), keyframes with pitch and roll."""
+    """Rows: official16 (2 rows of 8), yaw_sweep -60..60, turntable360 (8 views), keyframes with pitch and roll,
+    sphere32 (4 rows of 8: DiffPortrait360's windows; view 18, the back-of-head camera, is row 3 column 3)."""
     import torch
 
     from ..kernels.image_grid import image_grid
@@ -139,6 +140,7 @@ def _preset_sheet(look, background, pivot, tile: int = 160):
         camera_path("yaw_sweep", views=8, yaw_min_deg=-60, yaw_max_deg=60, pivot=pivot),
         camera_path("turntable360", views=8, pivot=pivot),
         camera_path("keyframes", keyframes="0,-25; 0,25; -30,-15; 30,-15; 0,0,-20; 0,0,20; -45,10; 45,10", pivot=pivot),
+        camera_path("sphere32", pivot=pivot),
     ]
     images = torch.cat([render_template_head(cameras, tile, tile, look, background, 2)[0] for cameras in rows])
     return image_grid(images, 8, gap=6)[0]
