@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from guidance_helpers import (
+    RecordingAttentionPatch,
     assert_equal_up_to_batch_shape_rounding,
     batched_and_apart,
     guided_step,
@@ -95,20 +96,6 @@ def test_cond_and_uncond_batched_or_apart_give_the_same_result(tiny_dp3d, golden
     positive, negative = conditioning(tiny_dp3d, golden, views, with_pose=False)
     batched, apart = batched_and_apart(model, lambda clone: one_guided_step(clone, positive, negative, views))
     assert_equal_up_to_batch_shape_rounding(batched, apart)
-
-
-class RecordingAttentionPatch:
-    """Another pack's attn1 patch: leaves the math alone, records which blocks it saw and key counts."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __deepcopy__(self, memo):  # ComfyUI deep-copies patches on clone(); keep one record
-        return self
-
-    def __call__(self, n, context, value, extra_options):
-        self.calls.append((extra_options["block"], n.shape[1], context.shape[1]))
-        return n, context, value
 
 
 def test_stacks_with_lora_another_attention_patch_and_freeu(tiny_dp3d, golden):
