@@ -224,9 +224,14 @@ class AppearanceReferenceEncoder(io.ComfyNode):
             display_name="DiffPortrait3D Appearance Reference Encoder",
             category="DiffPortrait3D",
             description="Patches a MODEL (a clone) so every view attends to the reference portrait, as in "
-            "DiffPortrait3D: conditional branch only, appearance net run once per step and shared by all views.",
+            "DiffPortrait3D: conditional branch only, appearance net run once per step and shared by all views. "
+            "On a MODEL that already has a reference it adds one more (views attend to all of them).",
             inputs=[
-                io.Model.Input("model", tooltip="any SD1.5 MODEL, e.g. diffportrait3d_unet.safetensors"),
+                io.Model.Input(
+                    "model",
+                    tooltip="any SD1.5 MODEL, e.g. diffportrait3d_unet.safetensors; the output of another Appearance "
+                    "Reference Encoder adds this image as one more reference",
+                ),
                 AppearanceNet.Input("appearance_net"),
                 io.Vae.Input("vae"),
                 io.Image.Input(
@@ -240,7 +245,8 @@ class AppearanceReferenceEncoder(io.ComfyNode):
                     min=0.0,
                     max=3.0,
                     step=0.01,
-                    tooltip="1 = the official model; scales how much attention the views pay to the reference",
+                    tooltip="1 = the official model; scales how much attention the views pay to this reference "
+                    "(0 = off)",
                 ),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001),
