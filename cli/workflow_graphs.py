@@ -24,6 +24,7 @@ MODEL_FILES = {
 EXAMPLE_LORA = "your_sd15_lora.safetensors"
 PORTRAIT = "portrait.png"
 DRIVING_FRAMES = "driving_frames.webp"
+SIDE_PHOTO = "side_photo.png"
 OUTPUT_ROLES = ("views", "grid", "orbit", "cameras")
 CONTROL_TITLES = {"portrait": "Portrait", "views": "Views", "steps": "Steps", "seed": "Seed"}
 
@@ -71,13 +72,13 @@ def _pose_preview(flow: Workflow) -> None:
     flow.add(26, "PreviewImage", "Pose conditions (preview)", POSE_PREVIEW, images=(25, 0))
 
 
-def _sampling(flow: Workflow, window_mode="official", window_size=8, window_stride=4) -> None:
+def _sampling(flow: Workflow, window_mode="official", window_size=8, window_stride=4, model=(24, 0)) -> None:
     flow.add(30, "ControlNetApplyAdvanced", "Pose ControlNet on the positive", START, positive=(20, 0),
              negative=(20, 0), control_net=(5, 0), image=(23, 0), strength=1.0, start_percent=0.0, end_percent=1.0)
     flow.add(31, "EmptyLatentImage", "One latent per view", START, width=512, height=512, batch_size=(11, 0))
-    flow.add(32, "DP3DNoise", "3D-aware start", START, model=(24, 0), latent=(31, 0), source="reference_warped",
+    flow.add(32, "DP3DNoise", "3D-aware start", START, model=model, latent=(31, 0), source="reference_warped",
              seed=(13, 0), steps=(12, 0), vae=(2, 0), reference_image=(10, 0), cameras=(22, 0))
-    flow.add(33, "DP3DCrossViewSampler", "Cross-view sampler (DDIM, eta 0.5, CFG 3)", SAMPLER, model=(24, 0),
+    flow.add(33, "DP3DCrossViewSampler", "Cross-view sampler (DDIM, eta 0.5, CFG 3)", SAMPLER, model=model,
              cross_view=(6, 0), positive=(30, 0), negative=(30, 1), latent_image=(31, 0), seed=(13, 0),
              steps=(12, 0), cfg=3.0, eta=0.5, window_mode=window_mode, window_size=window_size,
              window_stride=window_stride, noise=(32, 0))
@@ -177,7 +178,34 @@ def with_lora_and_freeu() -> Workflow:
     return flow
 
 
-WORKFLOWS = {flow().name: flow for flow in (official, long_orbit, driving_frames, with_lora_and_freeu)}
+def front_and_side_photos() -> Workflow:
+    flow = Workflow("front_and_side_photos", groups=list(GROUPS))
+    _models(flow)
+    _settings(flow, views=8)
+    flow.add(15, "LoadImage", "Second photo (side view of the same person)", INPUTS, image=SIDE_PHOTO)
+    _text(flow)
+    _template_poses(flow, preset="official16")
+    _reference(flow)
+    # A second encoder on the patched MODEL adds a reference: the views attend over [own ; portrait ; side photo].
+    flow.add(27, "DP3DAppearanceReferenceEncoder", "Appearance reference 2 (side photo)", TEXT,
+             model=(24, 0), appearance_net=(4, 0), vae=(2, 0), reference_image=(15, 0), strength=1.0)
+    _pose_preview(flow)
+    _sampling(flow, model=(27, 0))
+    _outputs(flow, grid_columns=4, fps=6.0)
+    flow.note(90, MODEL_NOTE + "\n## Two reference photos\nThe portrait (front) and a second photo of the same person "
+              f"(e.g. from the side; {SIDE_PHOTO} in ComfyUI's input folder) are both appearance references: the "
+              "second Appearance Reference Encoder patches the MODEL the first one made, and every view attends "
+              "to both photos' tokens. Each encoder's strength weighs its own photo (lower the side photo's to keep "
+              "the portrait dominant; 0 turns it off); start/end percent act per photo. DiffPortrait3D was trained "
+              "with one reference: a second one is an extension (DiffPortrait360 uses it for the back of the head).",
+              INPUTS)
+    return flow
+
+
+WORKFLOWS = {
+    flow().name: flow
+    for flow in (official, long_orbit, driving_frames, with_lora_and_freeu, front_and_side_photos)
+}
 OFFICIAL = "official_8_views"
 
 

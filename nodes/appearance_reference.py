@@ -3,11 +3,17 @@
 Per UNet call the appearance net runs on the clean reference latent at the current timestep — once at
 batch 1 when all conditional views share timestep and text (always, in a normal sampler) — and a bank
 of its transformer blocks' ``norm1`` outputs is read by the UNet's self-attention on conditional rows.
+
+References stack: encoding a MODEL that already has references adds one more (DiffPortrait360's back of the
+head, or a side photo): each runs its own appearance net pass with the same timestep and text, and the UNet
+attends over ``[own ; reference 1 ; reference 2 ; ...]``, each reference with its own strength and its own
+start/end percent.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 
 import comfy.model_management
 import comfy.patcher_extension
@@ -21,6 +27,7 @@ from ..kernels.model.reference_attention import (
     ReferenceBankReader,
     ReferenceBankWriter,
     all_rows_equal,
+    block_key,
     chunk_rows,
     conditional_rows,
     reference_logit_bias,
@@ -63,47 +70,68 @@ class ReferenceLatent:
         return self._encoded[key]
 
 
-class AppearanceReference:
-    """DIFFUSION_MODEL wrapper that fills the bank before each UNet call (and clears it after)."""
+@dataclass(frozen=True)
+class Reference:
+    """One reference of a MODEL: its appearance net, latent, sigma range (start >= end) and strength."""
 
-    def __init__(self, appearance, reference: ReferenceLatent, sigma_start: float, sigma_end: float):
-        self.appearance = appearance
-        self.reference = reference
-        self.sigma_start = sigma_start
-        self.sigma_end = sigma_end
-        self.bank_key = f"dp3d_reference_bank_{uuid.uuid4().hex}"
-        self.n_blocks = sum(isinstance(m, BasicTransformerBlock) for m in appearance.model.modules())
+    appearance: object  # ModelPatcher of the appearance net
+    latent: ReferenceLatent
+    sigma_start: float
+    sigma_end: float
+    strength: float = 1.0
+    blocks: int = field(init=False)  # transformer blocks of the appearance net: its pass stops after the last
+
+    def __post_init__(self):
+        modules = self.appearance.model.modules()
+        object.__setattr__(self, "blocks", sum(isinstance(m, BasicTransformerBlock) for m in modules))
+
+    def active(self, transformer_options) -> bool:
+        """Whether this reference takes part in the UNet call (strength 0 never does)."""
+        if self.strength <= 0:
+            return False
+        sigmas = transformer_options.get("sigmas")
+        return sigmas is None or self.sigma_end <= float(sigmas.max()) <= self.sigma_start
+
+
+class AppearanceReference:
+    """DIFFUSION_MODEL wrapper that fills the bank before each UNet call (and clears it after): one appearance
+    net pass per reference active at this sigma, in the order the references were added."""
+
+    def __init__(self, references: tuple[Reference, ...], bank_key: str | None = None):
+        self.references = references
+        self.bank_key = bank_key or f"dp3d_reference_bank_{uuid.uuid4().hex}"
         self.reader = ReferenceBankReader(self.bank_key)
 
-    def _active(self, transformer_options) -> bool:
-        sigmas = transformer_options.get("sigmas")
-        if sigmas is None:
-            return True
-        sigma = float(sigmas.max())
-        return self.sigma_end <= sigma <= self.sigma_start
+    def with_reference(self, reference: Reference) -> AppearanceReference:
+        """A new wrapper with ``reference`` added last, reading the same bank (this one is left as it is)."""
+        return AppearanceReference((*self.references, reference), self.bank_key)
 
     @torch.compiler.disable  # branches on the transformer options: see ReferenceBankReader.__call__
     def fill_bank(self, bank: ReferenceBank, x, timesteps, context, transformer_options) -> None:
         rows = conditional_rows(transformer_options, x.shape[0]).to(x.device)
         n_cond = int(rows.sum())
-        if n_cond == 0 or not self._active(transformer_options):
+        active = [r for r in self.references if r.active(transformer_options)]
+        if n_cond == 0 or not active:
             return
-        reference = self.reference.at_size(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
         t_cond, context_cond = timesteps[rows], context[rows]
-        if all_rows_equal(reference) and all_rows_equal(t_cond) and all_rows_equal(context_cond):
-            reference, t_cond, context_cond = reference[:1], t_cond[:1], context_cond[:1]
-        elif reference.shape[0] == 1:
-            reference = reference.expand(n_cond, -1, -1, -1)
-        elif reference.shape[0] != n_cond:
-            raise ValueError(
-                f"reference_image has {reference.shape[0]} images for {n_cond} views: give 1, or one per view"
-            )
-        options = {"patches": {"attn1_patch": [ReferenceBankWriter(bank, expected_entries=self.n_blocks)]}}
-        try:
-            self.appearance.model(reference, t_cond, context=context_cond, transformer_options=options)
-        except BankFull:
-            pass
-        bank.active = True
+        shared_step = all_rows_equal(t_cond) and all_rows_equal(context_cond)
+        for reference in active:
+            latent = reference.latent.at_size(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
+            t_run, context_run = t_cond, context_cond
+            if shared_step and all_rows_equal(latent):
+                latent, t_run, context_run = latent[:1], t_cond[:1], context_cond[:1]
+            elif latent.shape[0] == 1:
+                latent = latent.expand(n_cond, -1, -1, -1)
+            elif latent.shape[0] != n_cond:
+                raise ValueError(
+                    f"reference_image has {latent.shape[0]} images for {n_cond} views: give 1, or one per view"
+                )
+            options = {"patches": {"attn1_patch": [ReferenceBankWriter(bank, expected_entries=reference.blocks)]}}
+            try:
+                reference.appearance.model(latent, t_run, context=context_run, transformer_options=options)
+            except BankFull:
+                pass
+            bank.add_reference(reference.strength)
 
     def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
         bank = ReferenceBank()
@@ -117,13 +145,14 @@ class AppearanceReference:
 
 class ReferenceAttention:
     """attn1 replace patch: the self-attention of each chunk over the keys the bank reader gave it. Conditional
-    rows attend over [own ; reference], the reference tokens' softmax weight scaled by ``strength`` (a
-    log-strength logit bias; none at 1). Unconditional rows of a mixed batch attend over their own tokens
-    alone: the reader's [own ; own] keys give the same attention, at twice the work. q [B, T, C], k and v
-    [B, S, C] projected, S = T (no reference in this call) or 2T -> [B, T, C]."""
+    rows attend over [own ; reference 1 ; ...], each reference's tokens' softmax weight scaled by its strength
+    (a log-strength logit bias; none when all are 1), read from the call's bank under ``bank_key``.
+    Unconditional rows of a mixed batch attend over their own tokens alone: the reader's [own ; own ; ...] keys
+    give the same attention, at more work. q [B, T, C], k and v [B, S, C] projected, S = T (no reference in
+    this call) or T + the references' tokens -> [B, T, C]."""
 
-    def __init__(self, strength: float = 1.0):
-        self.strength = strength
+    def __init__(self, bank_key: str | None = None):
+        self.bank_key = bank_key
 
     @torch.compiler.disable  # branches on the transformer options: see ReferenceBankReader.__call__
     def __call__(self, q, k, v, extra_options):
@@ -146,30 +175,43 @@ class ReferenceAttention:
         return optimized_attention_masked(q, k, v, extra_options["n_heads"], mask, **options)
 
     def attend_reference(self, q, k, v, extra_options):
-        if self.strength == 1.0:
+        bank = extra_options.get(self.bank_key) if self.bank_key else None
+        segments = bank.segments(block_key(extra_options)) if bank is not None else []
+        if all(strength == 1.0 for _, strength in segments):
             return self.attend(q, k, v, extra_options)
-        bias = reference_logit_bias(q.shape[1], k.shape[1], self.strength, q.dtype, q.device)
+        bias = reference_logit_bias(q.shape[1], k.shape[1], segments, q.dtype, q.device)
         return self.attend(q, k, v, extra_options, mask=bias.view(1, 1, 1, -1))
 
 
 def apply_appearance_reference(
     model, appearance, reference: ReferenceLatent, start_percent=0.0, end_percent=1.0, strength=1.0
 ):
-    """A clone of ``model`` whose conditional branch attends to the reference (the input is not touched)."""
+    """A clone of ``model`` whose conditional branch attends to the reference, after any references ``model``
+    already has (the input is not touched)."""
     sampling = model.get_model_object("model_sampling")
-    runner = AppearanceReference(
-        appearance, reference, sampling.percent_to_sigma(start_percent), sampling.percent_to_sigma(end_percent)
+    added = Reference(
+        appearance, reference, sampling.percent_to_sigma(start_percent), sampling.percent_to_sigma(end_percent), strength
     )
     patched = model.clone()
-    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [appearance])
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ADDITIONAL_MODELS_KEY, runner)
-    patched.set_model_attn1_patch(runner.reader)
-    # At strength 1 a self-attention another node already replaced keeps its replacement (which then sees the
-    # [own ; reference] keys, as ComfyUI's own attention would); other strengths need this one.
-    attention = ReferenceAttention(strength)
+    wrappers = patched.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ADDITIONAL_MODELS_KEY)
+    if wrappers:  # one wrapper for all references, kept at its place among the MODEL's wrappers
+        runner = wrappers[0].with_reference(added)
+        wrappers[:] = [runner]  # the clone's own list
+    else:
+        runner = AppearanceReference((added,))
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, ADDITIONAL_MODELS_KEY, runner)
+        patched.set_model_attn1_patch(runner.reader)
+    nets = {id(r.appearance.model): r.appearance for r in runner.references}
+    patched.set_additional_models(ADDITIONAL_MODELS_KEY, list(nets.values()))
+    # When every strength is 1 (or 0: that reference never runs), a self-attention another node already replaced
+    # keeps its replacement (which then sees the [own ; references] keys, as ComfyUI's own attention would);
+    # other strengths need this one.
+    official = all(r.strength in (0.0, 1.0) for r in runner.references)
+    attention = ReferenceAttention(runner.bank_key)
     replaced = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
     for kind, block_id, index in transformer_positions(require_unet(model, "model")):
-        if strength != 1.0 or not ({(kind, block_id, index), (kind, block_id)} & replaced.keys()):
+        theirs = [replaced[p] for p in ((kind, block_id, index), (kind, block_id)) if p in replaced]
+        if not official or not any(not isinstance(other, ReferenceAttention) for other in theirs):
             patched.set_model_attn1_replace(attention, kind, block_id, index)
     return patched
 
@@ -182,9 +224,14 @@ class AppearanceReferenceEncoder(io.ComfyNode):
             display_name="DiffPortrait3D Appearance Reference Encoder",
             category="DiffPortrait3D",
             description="Patches a MODEL (a clone) so every view attends to the reference portrait, as in "
-            "DiffPortrait3D: conditional branch only, appearance net run once per step and shared by all views.",
+            "DiffPortrait3D: conditional branch only, appearance net run once per step and shared by all views. "
+            "On a MODEL that already has a reference it adds one more (views attend to all of them).",
             inputs=[
-                io.Model.Input("model", tooltip="any SD1.5 MODEL, e.g. diffportrait3d_unet.safetensors"),
+                io.Model.Input(
+                    "model",
+                    tooltip="any SD1.5 MODEL, e.g. diffportrait3d_unet.safetensors; the output of another Appearance "
+                    "Reference Encoder adds this image as one more reference",
+                ),
                 AppearanceNet.Input("appearance_net"),
                 io.Vae.Input("vae"),
                 io.Image.Input(
@@ -198,7 +245,8 @@ class AppearanceReferenceEncoder(io.ComfyNode):
                     min=0.0,
                     max=3.0,
                     step=0.01,
-                    tooltip="1 = the official model; scales how much attention the views pay to the reference",
+                    tooltip="1 = the official model; scales how much attention the views pay to this reference "
+                    "(0 = off)",
                 ),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001),

@@ -272,7 +272,8 @@ def tiny_model_files(tmp_path_factory) -> Path:
 
 
 def write_test_images(folder: Path) -> dict[str, Path]:
-    """A small portrait PNG and a 4-frame animated driving WEBP, the input names the shared workflows use."""
+    """A small portrait PNG, a 4-frame animated driving WEBP and a side photo PNG, the input names the shared
+    workflows use."""
     import numpy as np
     from PIL import Image
 
@@ -283,7 +284,9 @@ def write_test_images(folder: Path) -> dict[str, Path]:
     Image.fromarray(pixels).save(folder / "portrait.png")
     frames = [Image.fromarray(np.roll(pixels, shift, axis=1)) for shift in (-12, -4, 4, 12)]
     frames[0].save(folder / "driving_frames.webp", save_all=True, append_images=frames[1:], duration=100)
-    return {"portrait": folder / "portrait.png", "driving": folder / "driving_frames.webp"}
+    side = ((x - 60) ** 2 / 24**2 + (y - 50) ** 2 / 38**2) < 1  # a narrower face turned to one side
+    Image.fromarray(np.where(side[..., None], [200, 150, 120], [235, 240, 245]).astype(np.uint8)).save(folder / "side_photo.png")
+    return {"portrait": folder / "portrait.png", "driving": folder / "driving_frames.webp", "side": folder / "side_photo.png"}
 
 
 def free_port() -> int:

@@ -20,6 +20,20 @@ class RecordChunks:
         return executor(*args, **kwargs)
 
 
+class RecordingAttentionPatch:
+    """Another pack's attn1 patch: leaves the math alone, records which blocks it saw and key counts."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __deepcopy__(self, memo):  # ComfyUI deep-copies patches on clone(); keep one record
+        return self
+
+    def __call__(self, n, context, value, extra_options):
+        self.calls.append((extra_options["block"], n.shape[1], context.shape[1]))
+        return n, context, value
+
+
 class SeparateCondCalls:
     """CALC_COND_BATCH wrapper: evaluates every cond group on its own instead of batching them (the others
     are passed as None, so each keeps its position and with it its cond/uncond label)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from guidance_helpers import (
+    RecordingAttentionPatch,
     assert_equal_up_to_batch_shape_rounding,
     batched_and_apart,
     guided_step,
@@ -95,20 +96,6 @@ def test_cond_and_uncond_batched_or_apart_give_the_same_result(tiny_dp3d, golden
     positive, negative = conditioning(tiny_dp3d, golden, views, with_pose=False)
     batched, apart = batched_and_apart(model, lambda clone: one_guided_step(clone, positive, negative, views))
     assert_equal_up_to_batch_shape_rounding(batched, apart)
-
-
-class RecordingAttentionPatch:
-    """Another pack's attn1 patch: leaves the math alone, records which blocks it saw and key counts."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __deepcopy__(self, memo):  # ComfyUI deep-copies patches on clone(); keep one record
-        return self
-
-    def __call__(self, n, context, value, extra_options):
-        self.calls.append((extra_options["block"], n.shape[1], context.shape[1]))
-        return n, context, value
 
 
 def test_stacks_with_lora_another_attention_patch_and_freeu(tiny_dp3d, golden):
@@ -281,14 +268,13 @@ def test_reference_strength_zero_removes_the_reference_and_one_is_official(tiny_
 
     without, official = step(None), step(1.0)
     scale = official.abs().max()
-    # Strength 0 masks the reference tokens out (a -inf logit bias) and strength 1 + 1e-7 biases them: both run
-    # another attention kernel than the plain path, so they equal it up to float32 rounding only, amplified by
-    # the network and one DDIM step. The bound is the project's float32 bound for one model call (DESIGN.md
-    # §4: 1e-4 of the scale), not one CPU's rounding: an AMD EPYC differed by 1.5e-5 of the scale at s = 0,
-    # an Intel Xeon by less than 1e-5.
-    float32_bound = 1e-4 * scale
-    assert (step(0.0) - without).abs().max() <= float32_bound
-    assert (step(1.0 + 1e-7) - official).abs().max() <= float32_bound
+    # Strength 0 skips the reference (no appearance pass, no reference keys): exactly the model without it.
+    assert torch.equal(step(0.0), without)
+    # Strength 1 + 1e-7 biases the reference tokens: another attention kernel than the plain path, so it equals it
+    # up to float32 rounding only, amplified by the network and one DDIM step. The bound is the project's float32
+    # bound for one model call (DESIGN.md §4: 1e-4 of the scale), not one CPU's rounding (CPUs differ here by
+    # up to about 1.5e-5 of the scale).
+    assert (step(1.0 + 1e-7) - official).abs().max() <= 1e-4 * scale
     assert (step(2.0) - without).norm() > (official - without).norm() > 0
 
 

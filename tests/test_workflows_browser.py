@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from diffportrait3d.cli.workflow_graphs import WORKFLOWS
+
 pytestmark = pytest.mark.host
 
 BROWSER_DIR = Path(__file__).parent / "browser"
@@ -51,7 +53,7 @@ def test_ui_workflows_load_in_the_frontend_and_convert_to_accepted_prompts(
     # Validation lists file names only; this one is never loaded (the queued prompts are cancelled).
     models["loras"] = {"your_sd15_lora.safetensors": None}
     server = comfy_server_factory(workflow_kit.comfy_base_folder(tmp_path / "server", models))
-    names = ["official_8_views", "long_orbit_32_views", "driving_frames_pose", "lora_freeu_combined"]
+    names = sorted(WORKFLOWS)
     ui_files = [str(workflow_kit.root / "workflows" / f"{name}.json") for name in names]
     command = ["node", str(BROWSER_DIR / "load_workflows.mjs"), "--url", server.url + "/", "--chromium", str(CHROMIUM),
                "--profile", str(tmp_path / "chromium-profile"), *ui_files]

@@ -133,6 +133,39 @@ def test_official_workflow_runs_end_to_end_with_the_tiny_model(
     assert (tmp_path / "output" / "diffportrait3d" / "tiny_job").is_dir()
 
 
+def test_front_and_side_photos_workflow_runs_and_each_photo_reaches_the_views(
+    comfy_host, tiny_model_files, tmp_path, workflow_kit
+):
+    """The shared two-reference graph (a second Appearance Reference Encoder on the MODEL of the first) runs in
+    ComfyUI's executor on the tiny model; with the second encoder at strength 0 it gives the official workflow's
+    views exactly (that reference never runs), at strength 1 other views: the side photo reaches them."""
+    import execution
+    import numpy as np
+    from PIL import Image
+
+    from diffportrait3d.cli.workflow_jobs import job_prompt
+    from diffportrait3d.cli.workflow_runner import copy_outputs, execute, validate
+
+    prompt = workflow_kit.tiny_workflow("front_and_side_photos")
+    encoders = [i for i, n in prompt.items() if n["class_type"] == "DP3DAppearanceReferenceEncoder"]
+    (second,) = [i for i in encoders if prompt[i]["inputs"]["model"][0] in encoders]
+    workflow_kit.write_test_images(tmp_path / "input")
+    jobs = {"official": workflow_kit.tiny_workflow(), "side_1": prompt, "side_0": json.loads(json.dumps(prompt))}
+    jobs["side_0"][second]["inputs"]["strength"] = 0.0
+    views = {}
+    executor = None
+    with comfy_folders(tmp_path / "input", tmp_path / "output", {"diffportrait3d": tiny_model_files}) as folder_paths:
+        for name, graph in jobs.items():
+            job = job_prompt(graph, "portrait.png", name, seed=3)
+            executor, produced = execute(execution, job, validate(execution, job), executor)
+            out = tmp_path / name
+            copy_outputs(folder_paths, job, produced, out)
+            views[name] = np.stack([np.asarray(Image.open(out / "views" / f"view_{i:02d}.png")) for i in range(8)])
+    assert views["side_1"].shape == (8, 64, 64, 3) and views["side_1"].std() > 1
+    assert np.array_equal(views["side_0"], views["official"])
+    assert np.abs(views["side_1"].astype(np.float32) - views["official"]).mean() > 0.5
+
+
 def test_run_in_process_lists_every_missing_model_file_before_running(comfy_host, tmp_path, workflow_kit):
     host = workflow_kit.host
     if (host / "models" / "diffportrait3d" / "diffportrait3d_unet.safetensors").exists() or (host / "extra_model_paths.yaml").exists():
@@ -159,7 +192,7 @@ def test_run_in_process_lists_every_missing_model_file_before_running(comfy_host
 
 
 def test_templates_menu_of_a_real_server_lists_only_the_ui_workflows(comfy_server_factory, tmp_path, workflow_kit):
-    """ComfyUI's templates menu (GET /workflow_templates) offers the four UI workflows, not their API files,
+    """ComfyUI's templates menu (GET /workflow_templates) offers the UI workflows, not their API files,
     and serves each as a UI graph."""
     import urllib.request
 

@@ -6,12 +6,15 @@ Both sides are ComfyUI ``attn1_patch`` callables — ``patch(n, context, value, 
 
 Official semantics: the appearance net stores ``norm1(x)`` of each of its transformer blocks; the
 UNet block at the same position attends with keys/values ``[own norm1(x) ; bank entry]`` (own tokens
-first) through its own attention weights — on the conditional branch only.
+first) through its own attention weights — on the conditional branch only. With more than one reference
+(DiffPortrait360's front and back) the appearance net runs once per reference and the entries of a block are
+concatenated along tokens: keys ``[own ; reference 1 ; reference 2 ; ...]``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -52,40 +55,56 @@ class BankFull(Exception):
 
 
 class ReferenceBank:
-    """Entries of one UNet call: block key -> tensor [R, tokens, channels], R = 1 (shared by all views)
-    or the number of conditional rows. ``active`` is False on steps without reference."""
+    """Entries of one UNet call: block key -> one tensor [R, tokens, channels] per reference, in reference
+    order, R = 1 (shared by all views) or the number of conditional rows; ``strengths`` holds each reference's
+    strength in the same order. ``active`` is False on steps without reference."""
 
     def __init__(self):
-        self.entries: dict[BlockKey, torch.Tensor] = {}
+        self.entries: dict[BlockKey, list[torch.Tensor]] = {}
+        self.strengths: list[float] = []
         self.active = False
+
+    def add_reference(self, strength: float = 1.0) -> None:
+        """Closes the pass of one reference (its entries are written): it takes part from now on."""
+        self.strengths.append(strength)
+        self.active = True
+
+    def segments(self, key: BlockKey) -> list[tuple[int, float]]:
+        """(tokens, strength) of each reference's part of the keys at block ``key``, in key order."""
+        entries = self.entries.get(key)
+        if not entries:
+            return []
+        return [(entry.shape[1], strength) for entry, strength in zip(entries, self.strengths, strict=True)]
 
 
 class ReferenceBankWriter:
-    """attn1_patch for the appearance net: records ``norm1(x)`` of every transformer block, then stops
-    the network (``BankFull``) once ``expected_entries`` are written."""
+    """attn1_patch for the appearance net: appends ``norm1(x)`` of every transformer block to the bank (one
+    pass = one reference), then stops the network (``BankFull``) once ``expected_entries`` are written."""
 
     def __init__(self, bank: ReferenceBank, expected_entries: int | None = None):
         self.bank = bank
         self.expected_entries = expected_entries
+        self.written = 0
 
     def __call__(self, n, context, value, extra_options):
-        self.bank.entries[block_key(extra_options)] = n
-        if self.expected_entries is not None and len(self.bank.entries) >= self.expected_entries:
+        self.bank.entries.setdefault(block_key(extra_options), []).append(n)
+        self.written += 1
+        if self.expected_entries is not None and self.written >= self.expected_entries:
             raise BankFull
         return n, context, value
 
 
 class ReferenceBankReader:
-    """attn1_patch for the UNet: conditional rows attend over ``[own tokens ; reference tokens]``.
+    """attn1_patch for the UNet: conditional rows attend over ``[own tokens ; reference 1 ; reference 2 ; ...]``.
 
     The bank of the current call travels in the transformer options under ``bank_key`` (ComfyUI deep-copies
     patch objects when it clones a model, so a patch must not hold per-call state itself).
 
-    When cond and uncond rows share one batch, the uncond rows get ``[own ; own]``: softmax over duplicated
-    keys/values equals attention over the originals exactly, so they stay plain self-attention while all
-    rows keep one token count (which needs reference tokens == own tokens, guaranteed by the caller). The
-    pack's attn1 replacement then attends them over the first half only (a block another node replaced
-    attends over both halves, with the same result).
+    When cond and uncond rows share one batch, the uncond rows get ``[own ; own ; ...]`` (own tokens once
+    more per reference): softmax over duplicated keys/values equals attention over the originals exactly, so
+    they stay plain self-attention while all rows keep one token count (which needs reference tokens == own
+    tokens, guaranteed by the caller). The pack's attn1 replacement then attends them over their own tokens
+    only (a block another node replaced attends over all copies, with the same result).
     """
 
     def __init__(self, bank_key: str):
@@ -96,35 +115,44 @@ class ReferenceBankReader:
     @torch.compiler.disable
     def __call__(self, n, context, value, extra_options):
         bank = extra_options.get(self.bank_key)
-        entry = bank.entries.get(block_key(extra_options)) if bank is not None and bank.active else None
-        if entry is None:
+        entries = bank.entries.get(block_key(extra_options)) if bank is not None and bank.active else None
+        if not entries:
             return n, context, value
         rows = conditional_rows(extra_options, n.shape[0]).to(n.device)
         n_cond = int(rows.sum())
         if n_cond == 0:
             return n, context, value
-        if entry.shape[0] not in (1, n_cond):
-            raise ValueError(f"reference bank has {entry.shape[0]} rows for {n_cond} conditional rows")
-        reference = entry.to(dtype=context.dtype, device=context.device).expand(n_cond, -1, -1)
+        references = []
+        for entry in entries:
+            if entry.shape[0] not in (1, n_cond):
+                raise ValueError(f"reference bank has {entry.shape[0]} rows for {n_cond} conditional rows")
+            references.append(entry.to(dtype=context.dtype, device=context.device).expand(n_cond, -1, -1))
         if n_cond == n.shape[0]:
-            return n, torch.cat([context, reference], dim=1), torch.cat([value, reference], dim=1)
-        if reference.shape[1] != context.shape[1]:
-            raise ValueError(
-                f"reference has {reference.shape[1]} tokens, the views {context.shape[1]}: encode the reference "
-                "at the latent size of the views"
-            )
-        extra_context = context.clone()
-        extra_value = value.clone()
+            return n, torch.cat([context, *references], dim=1), torch.cat([value, *references], dim=1)
+        for reference in references:
+            if reference.shape[1] != context.shape[1]:
+                raise ValueError(
+                    f"reference has {reference.shape[1]} tokens, the views {context.shape[1]}: encode the reference "
+                    "at the latent size of the views"
+                )
+        reference = references[0] if len(references) == 1 else torch.cat(references, dim=1)
+        extra_context = context.repeat(1, len(references), 1)
+        extra_value = value.repeat(1, len(references), 1)
         extra_context[rows] = reference
         extra_value[rows] = reference
         return n, torch.cat([context, extra_context], dim=1), torch.cat([value, extra_value], dim=1)
 
 
-def reference_logit_bias(own_tokens: int, total_tokens: int, strength: float, dtype, device) -> torch.Tensor:
-    """Additive attention-logit bias [total_tokens]: 0 on own tokens, log(strength) on the reference tokens
-    after them. Softmax then weighs every reference token by ``strength`` against the own tokens: 1 is the
-    official model, 0 removes the reference, >1 leans on it harder. Duplicated own tokens (the uncond rows
-    of a mixed batch) are unaffected, as any weight on an exact duplicate normalises away."""
+def reference_logit_bias(own_tokens: int, total_tokens: int, segments: Sequence[tuple[int, float]], dtype,
+                         device) -> torch.Tensor:
+    """Additive attention-logit bias [total_tokens]: 0 on own tokens, then log(strength) on each reference's
+    tokens (``segments``: (tokens, strength) per reference, in key order), 0 on any tokens after them. Softmax
+    then weighs every token of reference i by its strength against the own tokens: 1 is the official model,
+    0 removes that reference, >1 leans on it harder. Duplicated own tokens (the uncond rows of a mixed batch)
+    are unaffected, as any weight on an exact duplicate normalises away."""
     bias = torch.zeros(total_tokens, dtype=dtype, device=device)
-    bias[own_tokens:] = float("-inf") if strength <= 0 else math.log(strength)
+    start = own_tokens
+    for tokens, strength in segments:
+        bias[start:start + tokens] = float("-inf") if strength <= 0 else math.log(strength)
+        start += tokens
     return bias
