@@ -100,9 +100,14 @@ def eps_of(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torc
 
 def one_call_eps(converted, golden: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(eps_cond, eps_uc) of one guided model call on a ``golden_apply_*`` file's inputs."""
+    return guided_call_eps(official_model(converted, golden["reference_image_noisy"]), converted, golden)
+
+
+def guided_call_eps(model, converted, golden: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps_cond, eps_uc) of one call of the patched ``model`` with the pose ControlNet of ``converted`` on the
+    golden's x_noisy, t, text and pose hint, official guidance."""
     import comfy.samplers
 
-    model = official_model(converted, golden["reference_image_noisy"])
     positive, negative = pose_conditioning(converted, golden["c_crossattn_0"], golden["c_concat_0"])
     sigma = model.get_model_object("model_sampling").sigma(golden["t"].float())  # per view
     x_in = golden["x_noisy"] * torch.sqrt(1 + sigma**2).view(-1, 1, 1, 1)

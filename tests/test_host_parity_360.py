@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_host_parity import CaptureDenoised, SingleModelCall, eps_of, pose_conditioning, run_guided
+from test_host_parity import guided_call_eps
 
 pytestmark = pytest.mark.host
 
@@ -57,8 +57,6 @@ def converted(comfy_host, tmp_path_factory):
 def guided_eps(networks: dict, golden: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(eps_cond, eps_uc) of one guided model call with the front reference only, official guidance (the uc
     call keeps the text and the cross-view modules, drops the reference and the pose residuals)."""
-    import comfy.samplers
-
     from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
     from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
 
@@ -67,14 +65,7 @@ def guided_eps(networks: dict, golden: dict) -> tuple[torch.Tensor, torch.Tensor
     )
     if "cross_view" in networks:
         model = apply_cross_view(model, networks["cross_view"], CrossViewSettings())
-    positive, negative = pose_conditioning(networks, golden["c_crossattn_0"], golden["c_concat_0"])
-    sigma = model.get_model_object("model_sampling").sigma(golden["t"].float())
-    x_in = golden["x_noisy"] * torch.sqrt(1 + sigma**2).view(-1, 1, 1, 1)
-    capture = CaptureDenoised()
-    one_call = comfy.samplers.KSAMPLER(SingleModelCall(sigma))
-    run_guided(model, positive, negative, x_in, torch.stack([sigma.max(), torch.tensor(0.0)]), 3.0, capture, one_call)
-    x, step_sigma, cond_denoised, uncond_denoised = capture.steps[0]
-    return eps_of(x, step_sigma, cond_denoised), eps_of(x, step_sigma, uncond_denoised)
+    return guided_call_eps(model, networks, golden)
 
 
 @pytest.mark.parametrize("golden_file", BACKHEAD_FILES, ids=lambda p: p.stem)
