@@ -152,3 +152,34 @@ def test_a_360_checkpoint_with_the_wrong_config_is_refused_by_its_family():
     assert "does not match the DiffPortrait360 architecture in tiny_config.json" in message
     assert "SD1.5 UNet with 20 cross-view modules" in message
     assert "pos_encoder.pe: expected [1, 32, 32], found [1, 24, 32]" in message
+
+
+def test_cli_converts_a_back_head_pickle_recognised_by_its_keys(tmp_path, capsys):
+    """A .th file (torch.save of {'state_dict': ...}, read with weights_only) under a name that says nothing."""
+    import torch
+
+    from diffportrait3d.cli.main import main as cli_main
+
+    checkpoint = tmp_path / "model_state-540000-001.th"  # DiffPortrait3D's name: the keys decide
+    torch.save({"state_dict": load_file(CASES["dp360_backhead"][1])}, checkpoint)
+    out = tmp_path / "models"
+    config = str(CASES["dp360_backhead"][2])
+    assert cli_main(["convert", str(checkpoint), "--out", str(out), "--config", config, "--dtype", "fp32"]) == 0
+    assert "DiffPortrait360 back-of-head generator checkpoint" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "diffportrait360_backhead_appearance.safetensors",
+        "diffportrait360_backhead_pose_controlnet.safetensors",
+        "diffportrait360_backhead_unet.safetensors",
+    ]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_full_size_checkpoints_validate_with_nothing_missing_or_extra(name):
+    from diffportrait3d.kernels.checkpoint.validation import validate_checkpoint_keys
+
+    family = FAMILIES[name]
+    shapes = manifest_shapes(CASES[name][0])
+    assert detect_family(shapes) is family
+    report = validate_checkpoint_keys(shapes, load_architecture(family.config_path), family)
+    assert report.ok and report.missing_optional == {} and report.unexpected == []
+    assert "cond_stage_model.transformer.text_model.embeddings.position_ids" in shapes
