@@ -183,3 +183,17 @@ def test_the_full_size_checkpoints_validate_with_nothing_missing_or_extra(name):
     report = validate_checkpoint_keys(shapes, load_architecture(family.config_path), family)
     assert report.ok and report.missing_optional == {} and report.unexpected == []
     assert "cond_stage_model.transformer.text_model.embeddings.position_ids" in shapes
+
+
+def test_every_key_of_the_full_size_360_checkpoint_has_a_place():
+    """Routing of the real 360 checkpoint's keys (from its manifest): the component sizes of the issue's table."""
+    from collections import Counter
+
+    from diffportrait3d.kernels.checkpoint.components import route_key
+
+    routes = [route_key(key) for key in manifest_shapes(CASES["dp360"][0])]
+    assert Counter(r.component for r in routes if r.component) == {
+        "unet": 686, "cross_view": 560, "appearance": 682, "pose_controlnet": 340, "vae": 248, "text_encoder": 196,
+    }
+    dropped = Counter(r.dropped_reason.split(":")[0] for r in routes if r.component is None)
+    assert dropped == {"DDPM schedule buffer": 13, "CLIP position ids": 1}

@@ -114,7 +114,9 @@ class BackReferenceForTest:
         self.back.fill_bank(back, x, timesteps, context, transformer_options)
         assert bank.entries.keys() == back.entries.keys()
         for key, entry in back.entries.items():
-            bank.entries[key] = torch.cat([bank.entries[key], entry], dim=1)
+            front = bank.entries[key]
+            rows = max(front.shape[0], entry.shape[0])  # 1 (shared by all views) or one row per view
+            bank.entries[key] = torch.cat([front.expand(rows, -1, -1), entry.expand(rows, -1, -1)], dim=1)
         return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
 
