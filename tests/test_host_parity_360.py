@@ -188,3 +188,37 @@ def test_each_loader_refuses_another_family(converted):
         load_dp3d_unet(converted["dp360"]["files"]["unet"], family="dp3d")
     with pytest.raises(ConversionError, match="is a DiffPortrait360 file, this input needs the DiffPortrait3D's"):
         load_cross_view_modules(converted["dp360"]["files"]["cross_view"], family="dp3d")
+
+
+def test_360_modules_sit_where_the_file_says(converted):
+    """After the input blocks holding a ResBlock, none after the Downsamples or in the middle block, one closing
+    every output block (after its upsampler); ejecting leaves the UNet as it was."""
+    import comfy.model_management
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
+
+    from diffportrait3d.kernels.model.cross_view_attention import CrossViewModule
+    from diffportrait3d.nodes.cross_view import CrossViewInjection
+
+    comfy.model_management.unload_all_models()  # a patched clone still loaded would carry its injected modules
+    networks = converted["dp360"]
+    unet = networks["unet"].model.diffusion_model
+    assert not any(isinstance(m, CrossViewModule) for m in unet.modules())
+    injection = CrossViewInjection(networks["cross_view"])
+    injection.inject(networks["unet"])
+    try:
+        def modules_in(block):
+            return [i for i, layer in enumerate(block) if isinstance(layer, CrossViewModule)]
+
+        after_input = [i for i, block in enumerate(unet.input_blocks) if modules_in(block)]
+        assert after_input == [1, 2, 4, 5, 7, 8, 10, 11]
+        assert all(isinstance(unet.input_blocks[i][0], Downsample) for i in (3, 6, 9))
+        assert modules_in(unet.middle_block) == []
+        upsampling = []
+        for j, block in enumerate(unet.output_blocks):
+            assert modules_in(block) == [len(block) - 1]
+            if isinstance(block[len(block) - 2], Upsample):
+                upsampling.append(j)
+        assert upsampling == [2, 5, 8]
+    finally:
+        injection.eject(networks["unet"])
+    assert not any(isinstance(m, CrossViewModule) for m in unet.modules())
