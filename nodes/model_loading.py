@@ -26,7 +26,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from ..kernels.checkpoint.components import COMPONENT_FILES
 from ..kernels.checkpoint.errors import ConversionError
 from ..kernels.checkpoint.families import family_named
-from ..kernels.checkpoint.official_release import CHECKPOINT_SOURCE, convert_command
+from ..kernels.checkpoint.official_release import checkpoint_source, convert_command
 from ..kernels.model.cross_view_attention import CrossViewModuleSet
 from ..kernels.model.image_range import to_signed_unit_range
 from ..kernels.model.unet_architecture import comfy_unet_kwargs
@@ -47,16 +47,17 @@ def register_model_folder() -> None:
         folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], {".safetensors"})
 
 
-def model_file_path(filename: str, input_name: str, component: str) -> str:
+def model_file_path(filename: str, input_name: str, component: str, family: str = "dp3d") -> str:
     """Full path of ``filename`` in the diffportrait3d folder, or an error that names the input, the folder, the
-    file to put there, where it comes from and the command that makes it."""
+    file of ``family`` to put there, where it comes from and the command that makes it."""
     path = folder_paths.get_full_path(MODEL_FOLDER, filename)
     if path is None:
         folders = folder_paths.get_folder_paths(MODEL_FOLDER)
+        out = folders[0] if folders else "ComfyUI/models/diffportrait3d"
         raise FileNotFoundError(
             f"{input_name}: '{filename}' is not in the diffportrait3d model folder ({', '.join(folders)}). Put "
-            f"{COMPONENT_FILES[component]} there: it is made from {CHECKPOINT_SOURCE} by: "
-            f"{convert_command(folders[0] if folders else 'ComfyUI/models/diffportrait3d')}"
+            f"{family_named(family).file_name(component)} there: it is made from {checkpoint_source(family)} by: "
+            f"{convert_command(out, family=family)}"
         )
     return path
 
@@ -93,7 +94,7 @@ def load_converted(
         wanted = family_named(family)
         raise ConversionError(
             f"{input_name}: {name} is a {found_family.title} file, this input needs the {wanted.title}'s "
-            f"{wanted.file_name(component)}"
+            f"{wanted.file_name(component)} (made by: {convert_command(family=family)})"
         )
     architecture = recorded_json(metadata, "dp3d.architecture", input_name, name)
     if not isinstance(architecture, dict):

@@ -181,7 +181,8 @@ def test_each_loader_refuses_another_family(converted):
         load_appearance_net(back_head["appearance"], family="dp360")
     assert str(caught.value) == (
         "appearance_net: diffportrait360_backhead_appearance.safetensors is a DiffPortrait360 back-of-head generator "
-        "file, this input needs the DiffPortrait360's diffportrait360_appearance.safetensors"
+        "file, this input needs the DiffPortrait360's diffportrait360_appearance.safetensors (made by: python -m "
+        "diffportrait3d convert model_state-340000.th --out ComfyUI/models/diffportrait3d)"
     )
     with pytest.raises(ConversionError, match="unet: diffportrait360_unet.safetensors is a DiffPortrait360 file, "
                        "this input needs the DiffPortrait3D's diffportrait3d_unet.safetensors"):
@@ -222,3 +223,14 @@ def test_360_modules_sit_where_the_file_says(converted):
     finally:
         injection.eject(networks["unet"])
     assert not any(isinstance(m, CrossViewModule) for m in unet.modules())
+
+
+def test_a_missing_file_of_a_family_names_its_checkpoint_and_command(comfy_host):
+    from diffportrait3d.nodes.model_loading import model_file_path
+
+    with pytest.raises(FileNotFoundError) as caught:
+        model_file_path("nothing.safetensors", "back_unet", "unet", family="dp360_backhead")
+    message = str(caught.value)
+    assert "Put diffportrait360_backhead_unet.safetensors there: it is made from back_head-230000.th, the " \
+        "DiffPortrait360 back-of-head generator, from the Hugging Face repository gym890/diffportrait360" in message
+    assert "python -m diffportrait3d convert back_head-230000.th --out " in message
