@@ -10,14 +10,18 @@ import sys
 def _add_convert(commands) -> None:
     parser = commands.add_parser(
         "convert",
-        help="convert the official model_state-540000-001.th into per-component safetensors files",
-        description="Split the official DiffPortrait3D checkpoint into safetensors files for ComfyUI "
-        "(UNet, appearance net, pose ControlNet, cross-view modules, VAE and text encoder when present).",
+        help="convert the official model_state-540000-001.th (or DiffPortrait360's two checkpoints) into "
+        "per-component safetensors files",
+        description="Split an official checkpoint into safetensors files for ComfyUI (UNet, appearance net, pose "
+        "ControlNet, cross-view modules, VAE and text encoder when present). The model is recognised by its keys: "
+        "DiffPortrait3D's model_state-540000-001.th -> diffportrait3d_*; DiffPortrait360's model_state-340000.th "
+        "-> diffportrait360_*, its back_head-230000.th -> diffportrait360_backhead_* (UNet, appearance net, pose "
+        "ControlNet).",
     )
     parser.add_argument("src", help="official checkpoint (.th/.pt/.ckpt, loaded with weights_only=True) or .safetensors")
     parser.add_argument("--out", required=True, help="output folder, e.g. ComfyUI/models/diffportrait3d")
     parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="dtype of stored weights")
-    parser.add_argument("--config", help="architecture JSON (default: the official yaml's)")
+    parser.add_argument("--config", help="architecture JSON (default: the official yaml's of the recognised model)")
     parser.add_argument(
         "--only", nargs="+", metavar="COMPONENT", help="write only these components (default: every one present)"
     )

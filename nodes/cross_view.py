@@ -1,9 +1,13 @@
-"""Cross-view attention: the 27 DiffPortrait3D modules injected into a MODEL's UNet by structural rule.
+"""Cross-view attention: a family's motion modules injected into a MODEL's UNet where the converted file says.
 
-Rule (the official placement): one module after each input block but the first, one in the middle block
-between its transformer and its last ResBlock, one after each output block and a second one after output
-blocks that upsample. Injection happens when ComfyUI loads the model (``PatcherInjection``) and is undone
-when it unloads it, so the incoming MODEL and every other clone stay untouched.
+The cross-view file records each module's place by structure (``dp3d.placement``: after input block i, after
+output block j, in the middle block; ``kernels/checkpoint/layout.cross_view_placements``), never by family:
+DiffPortrait3D's 27 follow every input block but the first, sit in the middle block between its transformer
+and its last ResBlock, and follow every output block (two after the upsampling ones); DiffPortrait360's 20
+follow the input blocks that hold a ResBlock and every output block, none in the middle. A module after an
+output block always runs after the block's upsampler. Injection happens when ComfyUI loads the model
+(``PatcherInjection``) and is undone when it unloads it, so the incoming MODEL and every other clone stay
+untouched.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from comfy_api.latest import io
 from ..kernels.model.cross_view_attention import CrossViewModule, CrossViewModuleSet
 from ..kernels.model.view_windows import BLENDS, WINDOW_MODES, plan_view_windows, stacked_windows
 from .io_types import CrossViewModules
-from .unet_structure import block_channels, has_upsampler, require_unet, unet_blocks
+from .unet_structure import block_channels, require_unet, unet_blocks
 
 ADDITIONAL_MODELS_KEY = "dp3d_cross_view"
 MIDDLE_POLICIES = {
@@ -45,17 +49,14 @@ class CrossViewSettings:
         return plan_view_windows(self.window_mode, n_views, self.window_size, self.window_stride, self.blend)
 
 
-def placement_rule(unet) -> list[tuple[str, int, int, int, object]]:
-    """Where modules go in this UNet: (location, block id, order, channels, block), by the official rule."""
+def placement_slots(unet, placements) -> list[tuple[object, object, object]]:
+    """(placement, block, channels of the block) for every recorded placement, in execution order; the block is
+    None when the UNet has no such block."""
+    blocks = {(kind, block_id): block for kind, block_id, block in unet_blocks(unet)}
     slots = []
-    for kind, block_id, block in unet_blocks(unet):
-        if kind == "input" and block_id > 0:
-            slots.append(("input", block_id, 0, block_channels(block), block))
-        elif kind == "middle":
-            slots.append(("middle", 0, 0, block_channels(block), block))
-        elif kind == "output":
-            for order in range(2 if has_upsampler(block) else 1):
-                slots.append(("output", block_id, order, block_channels(block), block))
+    for place in placements:
+        block = blocks.get((place.location, place.block_index))
+        slots.append((place, block, None if block is None else block_channels(block)))
     return slots
 
 
@@ -67,9 +68,10 @@ class CrossViewInjection:
 
     def inject(self, model_patcher) -> None:
         module_set: CrossViewModuleSet = self.modules.model
-        for location, block_id, order, _, block in placement_rule(require_unet(model_patcher, "model")):
-            module = module_set.module_at(location, block_id, order)
-            if location == "middle":
+        unet = require_unet(model_patcher, "model")
+        for place, block, _ in placement_slots(unet, module_set.placements()):
+            module = module_set.module_at(place.location, place.block_index, place.order)
+            if place.location == "middle":
                 after = max(i for i, layer in enumerate(block) if isinstance(layer, SpatialTransformer))
                 block.insert(after + 1, module)
             else:
@@ -117,14 +119,20 @@ class CrossViewRunner:
 
 
 def check_fits(model, modules: comfy.model_patcher.ModelPatcher) -> None:
-    """The MODEL's UNet must offer a slot of the right width for every module of the set."""
+    """The MODEL's UNet must have every block the set's placement names, each of the module's width, and as
+    many blocks as the UNet the modules were trained in."""
     unet = require_unet(model, "model")
-    slots = {(loc, bid, order): ch for loc, bid, order, ch, _ in placement_rule(unet)}
-    wanted = {(p.location, p.block_index, p.order): p.channels for p in modules.model.placements()}
-    if slots != wanted:
+    placements = modules.model.placements()
+    misfits = [place for place, _, channels in placement_slots(unet, placements) if channels != place.channels]
+    n_blocks = (len(unet.input_blocks), len(unet.output_blocks))
+    wanted = (max((p.block_index for p in placements if p.location == "output"), default=-1) + 1)
+    if misfits or (wanted and n_blocks[1] != wanted):
+        first = misfits[0] if misfits else placements[-1]
         raise ValueError(
-            f"model: its UNet offers {len(slots)} cross-view slots, the cross-view file has {len(wanted)} modules "
-            "of other widths; DiffPortrait3D's cross-view modules need an SD1.5 model of the same size"
+            f"model: its UNet ({n_blocks[0]} input and {n_blocks[1]} output blocks) offers no cross-view slots of "
+            f"the right width for {len(misfits) or len(placements)} of the {len(placements)} modules of the "
+            f"cross-view file (e.g. after {first.location} block {first.block_index}, {first.channels} channels); "
+            "the cross-view modules need an SD1.5 model of the size they were trained in"
         )
 
 

@@ -25,7 +25,8 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from ..kernels.checkpoint.components import COMPONENT_FILES
 from ..kernels.checkpoint.errors import ConversionError
-from ..kernels.checkpoint.official_release import CHECKPOINT_SOURCE, convert_command
+from ..kernels.checkpoint.families import family_named
+from ..kernels.checkpoint.official_release import checkpoint_source, convert_command
 from ..kernels.model.cross_view_attention import CrossViewModuleSet
 from ..kernels.model.image_range import to_signed_unit_range
 from ..kernels.model.unet_architecture import comfy_unet_kwargs
@@ -46,24 +47,28 @@ def register_model_folder() -> None:
         folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], {".safetensors"})
 
 
-def model_file_path(filename: str, input_name: str, component: str) -> str:
+def model_file_path(filename: str, input_name: str, component: str, family: str = "dp3d") -> str:
     """Full path of ``filename`` in the diffportrait3d folder, or an error that names the input, the folder, the
-    file to put there, where it comes from and the command that makes it."""
+    file of ``family`` to put there, where it comes from and the command that makes it."""
     path = folder_paths.get_full_path(MODEL_FOLDER, filename)
     if path is None:
         folders = folder_paths.get_folder_paths(MODEL_FOLDER)
+        out = folders[0] if folders else "ComfyUI/models/diffportrait3d"
         raise FileNotFoundError(
             f"{input_name}: '{filename}' is not in the diffportrait3d model folder ({', '.join(folders)}). Put "
-            f"{COMPONENT_FILES[component]} there: it is made from {CHECKPOINT_SOURCE} by: "
-            f"{convert_command(folders[0] if folders else 'ComfyUI/models/diffportrait3d')}"
+            f"{family_named(family).file_name(component)} there: it is made from {checkpoint_source(family)} by: "
+            f"{convert_command(out, family=family)}"
         )
     return path
 
 
-def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str, torch.Tensor], dict, dict]:
+def load_converted(
+    path: str, component: str, input_name: str, family: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """State dict, architecture record and raw metadata of a converted file. A ``ConversionError`` naming
     ``input_name``, the file and the fix when the file is unreadable (truncated, empty, a renamed pickle),
-    another component, not converted at all, or has a missing or broken ``dp3d.architecture`` record."""
+    another component, of another model family than ``family`` (None: any), not converted at all, or has a
+    missing or broken ``dp3d.architecture`` record."""
     name = os.path.basename(path)
     try:
         state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
@@ -79,10 +84,17 @@ def load_converted(path: str, component: str, input_name: str) -> tuple[dict[str
             f"{input_name}: {name} has no DiffPortrait3D metadata. Select {COMPONENT_FILES[component]}, "
             f"made from the official checkpoint by: {convert_command()}"
         )
+    found_family = family_named(metadata.get("dp3d.family"))
     if found != component:
         raise ConversionError(
-            f"{input_name}: {name} holds the DiffPortrait3D '{found}' component, this input needs "
-            f"'{component}' ({COMPONENT_FILES[component]})"
+            f"{input_name}: {name} holds the {found_family.title} '{found}' component, this input needs "
+            f"'{component}' ({found_family.file_name(component)})"
+        )
+    if family is not None and found_family.name != family:
+        wanted = family_named(family)
+        raise ConversionError(
+            f"{input_name}: {name} is a {found_family.title} file, this input needs the {wanted.title}'s "
+            f"{wanted.file_name(component)} (made by: {convert_command(family=family)})"
         )
     architecture = recorded_json(metadata, "dp3d.architecture", input_name, name)
     if not isinstance(architecture, dict):
@@ -200,9 +212,9 @@ def build_pose_controlnet(architecture: dict, setup: NetworkSetup) -> comfy.cont
     )
 
 
-def load_pose_controlnet(path: str, input_name: str = "pose_controlnet") -> comfy.controlnet.ControlNet:
+def load_pose_controlnet(path: str, input_name: str = "pose_controlnet", family: str | None = None) -> comfy.controlnet.ControlNet:
     """``build_pose_controlnet`` for a converted file, sized from its metadata, weights loaded."""
-    state_dict, architecture, _ = load_converted(path, "pose_controlnet", input_name)
+    state_dict, architecture, _ = load_converted(path, "pose_controlnet", input_name, family)
     control = build_pose_controlnet(architecture, inference_setup(state_dict))
     weights = comfy.utils.state_dict_prefix_replace(state_dict, {"control_model.": ""}, filter_keys=True)
     outside = sorted(key for key in state_dict if not key.startswith("control_model."))
@@ -223,10 +235,10 @@ def build_appearance_net(architecture: dict, setup: NetworkSetup) -> UNetModel:
     return use_cpu_modules_(network, setup.operations).eval()
 
 
-def load_appearance_net(path: str, input_name: str = "appearance_net") -> comfy.model_patcher.ModelPatcher:
+def load_appearance_net(path: str, input_name: str = "appearance_net", family: str | None = None) -> comfy.model_patcher.ModelPatcher:
     """The appearance net of a converted file in a ModelPatcher that ComfyUI's model management loads and
     offloads."""
-    state_dict, architecture, _ = load_converted(path, "appearance", input_name)
+    state_dict, architecture, _ = load_converted(path, "appearance", input_name, family)
     setup = inference_setup(state_dict)
     network = build_appearance_net(architecture, setup)
     load_weights_strictly(network, state_dict, input_name, path)
@@ -251,10 +263,10 @@ def build_dp3d_unet(architecture: dict, setup: NetworkSetup):
     return model
 
 
-def load_dp3d_unet(path: str, input_name: str = "unet") -> comfy.model_patcher.ModelPatcher:
+def load_dp3d_unet(path: str, input_name: str = "unet", family: str | None = None) -> comfy.model_patcher.ModelPatcher:
     """The DiffPortrait3D-trained base UNet as an SD1.5-family ComfyUI MODEL, sized from its metadata
     (the full-size file also loads with the core UNETLoader; this one loads any recorded size)."""
-    state_dict, architecture, _ = load_converted(path, "unet", input_name)
+    state_dict, architecture, _ = load_converted(path, "unet", input_name, family)
     setup = inference_setup(state_dict)
     model = build_dp3d_unet(architecture, setup)
     load_weights_strictly(model.diffusion_model, model.model_config.process_unet_state_dict(state_dict), input_name, path)
@@ -295,9 +307,9 @@ def build_cross_view_modules(architecture: dict, placements: list[dict], setup: 
     return use_cpu_modules_(modules, setup.operations).eval()
 
 
-def load_cross_view_modules(path: str, input_name: str = "cross_view") -> comfy.model_patcher.ModelPatcher:
+def load_cross_view_modules(path: str, input_name: str = "cross_view", family: str | None = None) -> comfy.model_patcher.ModelPatcher:
     """The cross-view module set of a converted file, in a ModelPatcher managed by ComfyUI."""
-    state_dict, architecture, metadata = load_converted(path, "cross_view", input_name)
+    state_dict, architecture, metadata = load_converted(path, "cross_view", input_name, family)
     setup = inference_setup(state_dict)
     placements = recorded_json(metadata, "dp3d.placement", input_name, os.path.basename(path))
     modules = build_cross_view_modules(architecture, placements, setup)

@@ -100,17 +100,23 @@ def eps_of(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torc
 
 def one_call_eps(converted, golden: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(eps_cond, eps_uc) of one guided model call on a ``golden_apply_*`` file's inputs."""
+    return guided_call_eps(official_model(converted, golden["reference_image_noisy"]), converted, golden)
+
+
+def guided_call_eps(model, converted, golden: dict, cfg: float = 3.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(eps_cond, eps_uc) of one call of the patched ``model`` with the pose ControlNet of ``converted`` on the
+    golden's x_noisy, t, text and pose hint, official guidance; ``cfg`` 1 runs the cond rows only (eps_uc None)."""
     import comfy.samplers
 
-    model = official_model(converted, golden["reference_image_noisy"])
     positive, negative = pose_conditioning(converted, golden["c_crossattn_0"], golden["c_concat_0"])
     sigma = model.get_model_object("model_sampling").sigma(golden["t"].float())  # per view
     x_in = golden["x_noisy"] * torch.sqrt(1 + sigma**2).view(-1, 1, 1, 1)
     capture = CaptureDenoised()
     one_call = comfy.samplers.KSAMPLER(SingleModelCall(sigma))
-    run_guided(model, positive, negative, x_in, torch.stack([sigma.max(), torch.tensor(0.0)]), 3.0, capture, one_call)
+    run_guided(model, positive, negative, x_in, torch.stack([sigma.max(), torch.tensor(0.0)]), cfg, capture, one_call)
     x, step_sigma, cond_denoised, uncond_denoised = capture.steps[0]
-    return eps_of(x, step_sigma, cond_denoised), eps_of(x, step_sigma, uncond_denoised)
+    eps_uc = None if cfg == 1.0 else eps_of(x, step_sigma, uncond_denoised)
+    return eps_of(x, step_sigma, cond_denoised), eps_uc
 
 
 def guided_ddim(converted, golden: dict, capture=None) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""Convert the official DiffPortrait3D checkpoint into one safetensors file per component.
+"""Convert an official DiffPortrait3D or DiffPortrait360 checkpoint into one safetensors file per component.
+
+The family is recognised by the checkpoint's keys (``families.py``); it chooses the default architecture,
+the expected layout, the file names and the cross-view placement recorded in the cross-view file.
 
 Reading is lazy (memory-mapped pickle or safetensors) and writing streams one tensor at a time, so
 peak memory stays near one tensor plus the page cache — never the checkpoint twice.
@@ -19,6 +22,7 @@ from ... import __version__ as PACK_VERSION
 from .components import COMPONENT_FILES, route_key
 from .empty_prompt import empty_prompt_conditioning, write_empty_prompt
 from .errors import ConversionError
+from .families import DP3D, SHARED_WITH_360, ModelFamily, detect_family, family_named
 from .layout import cross_view_placements, is_buffer_key
 from .safetensors_stream import write_safetensors_streaming
 from .source import CheckpointSource, file_sha256, open_checkpoint
@@ -34,7 +38,7 @@ STORAGE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.f
 
 def load_architecture(config_path: str | Path | None = None) -> dict:
     """The yaml-equivalent architecture dict (``official_yaml_equivalent``) of a config JSON file;
-    the official one when ``config_path`` is None."""
+    the official DiffPortrait3D one when ``config_path`` is None."""
     path = Path(config_path) if config_path else OFFICIAL_CONFIG_PATH
     try:
         data = json.loads(path.read_text())
@@ -73,6 +77,7 @@ class ConversionReport:
     source_sha256: str
     out_dir: Path
     dtype: str
+    family: str = DP3D.name
     written: dict[str, tuple[Path, int, int]] = field(default_factory=dict)  # component -> (path, keys, bytes)
     assignments: dict[str, str] = field(default_factory=dict)  # source key -> component
     dropped: dict[str, str] = field(default_factory=dict)  # source key -> reason
@@ -81,7 +86,10 @@ class ConversionReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        lines = [f"converted {self.source.name} (sha256 {self.source_sha256[:12]}…) in {self.seconds:.1f} s, {self.dtype}:"]
+        lines = [
+            f"converted {self.source.name} ({family_named(self.family).title} checkpoint, sha256 "
+            f"{self.source_sha256[:12]}…) in {self.seconds:.1f} s, {self.dtype}:"
+        ]
         for component, (path, n_keys, n_bytes) in self.written.items():
             lines.append(f"  {path}  [{component}: {n_keys} tensors, {n_bytes / 2**20:.1f} MiB]")
         reasons: dict[str, int] = {}
@@ -110,11 +118,19 @@ def convert_checkpoint(
     Floating-point parameters are stored as ``dtype``; buffers (positional tables) keep their dtype.
     """
     started = time.perf_counter()
-    architecture = load_architecture(config_path)
-    config_name = Path(config_path).name if config_path else "the official config"
     with open_checkpoint(src) as source:
+        family = detect_family(source.infos) or DP3D
+        architecture = load_architecture(config_path or family.config_path)
+        config_name = Path(config_path).name if config_path else f"the official {family.title} config"
         report = convert_source(
-            source, out_dir, architecture, dtype, config_name, source_sha256=file_sha256(source.path), components=components
+            source,
+            out_dir,
+            architecture,
+            dtype,
+            config_name,
+            source_sha256=file_sha256(source.path),
+            components=components,
+            family=family,
         )
     report.seconds = time.perf_counter() - started
     return report
@@ -128,16 +144,19 @@ def convert_source(
     config_name: str = "the official config",
     source_sha256: str = "",
     components: tuple[str, ...] | None = None,
+    family: ModelFamily | None = None,
 ) -> ConversionReport:
-    """``convert_checkpoint`` for an already opened (or in-memory) ``CheckpointSource``."""
+    """``convert_checkpoint`` for an already opened (or in-memory) ``CheckpointSource``; ``family`` (default:
+    recognised by the keys) chooses the layout and the file names."""
     if dtype not in STORAGE_DTYPES:
         raise ConversionError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, not {dtype!r}")
     unknown = set(components or ()) - set(COMPONENT_FILES)
     if unknown:
         raise ConversionError(f"unknown components {sorted(unknown)}; choose from {list(COMPONENT_FILES)}")
     started = time.perf_counter()
+    family = family or detect_family(source.infos) or DP3D
     found = {key: info.shape for key, info in source.infos.items()}
-    validation = validate_checkpoint_keys(found, architecture)
+    validation = validate_checkpoint_keys(found, architecture, family)
     raise_if_invalid(validation, found, source.path.name, config_name)
     out_dir = Path(out_dir)
     report = ConversionReport(
@@ -145,6 +164,7 @@ def convert_source(
         source_sha256=source_sha256,
         out_dir=out_dir,
         dtype=dtype,
+        family=family.name,
         missing_optional=validation.missing_optional,
         unexpected=validation.unexpected,
     )
@@ -156,6 +176,8 @@ def convert_source(
             report.dropped[key] = "unknown extra key: not in the architecture"
         elif routing.component is None:
             report.dropped[key] = routing.dropped_reason
+        elif routing.component not in family.components:
+            report.dropped[key] = SHARED_WITH_360
         else:
             plan.setdefault(routing.component, []).append((routing.target_key, key))
             report.assignments[key] = routing.component
@@ -167,31 +189,50 @@ def convert_source(
         if not pairs or (components is not None and component not in components):
             continue
         metadata = {
-            **_source_record(source, source_sha256),
+            **_source_record(source, source_sha256, family),
             "dp3d.component": component,
             "dp3d.architecture": json.dumps(records[component], sort_keys=True),
             "dp3d.dtype": dtype,
         }
         if component == "cross_view":
-            placements = [dataclasses.asdict(p) for p in cross_view_placements(unet_params)]
-            metadata["dp3d.placement"] = json.dumps(placements)
+            metadata.update(cross_view_record(unet_params, family))
         entries = [
             (target, source.infos[key].shape, _stored_dtype(key, source.infos[key].dtype, STORAGE_DTYPES[dtype]))
             for target, key in pairs
         ]
-        path = out_dir / COMPONENT_FILES[component]
+        path = out_dir / family.file_name(component)
         log.info("writing %s (%d tensors)", path, len(entries))
         size = write_safetensors_streaming(path, entries, _fetcher(source, dict(pairs)), metadata)
         report.written[component] = (path, len(entries), size)
     text_pairs = plan.get("text_encoder")
     if text_pairs and (components is None or "empty_prompt" in components):
-        report.written["empty_prompt"] = _write_empty_prompt(source, source_sha256, text_pairs, dtype, out_dir)
+        report.written["empty_prompt"] = _write_empty_prompt(source, source_sha256, text_pairs, dtype, out_dir, family)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _source_record(source: CheckpointSource, source_sha256: str) -> dict[str, str]:
+def cross_view_record(unet_params: dict, family: ModelFamily) -> dict[str, str]:
+    """The cross-view file's placement record: ``dp3d.placement``, the modules in execution order (which block
+    each follows, its order there, width and resolution), and ``dp3d.cross_view``, what holds for the set
+    (the rule that placed them, whether one sits in the middle block, the positional table's length, the
+    branches the modules outside the middle block run on)."""
+    placements = cross_view_placements(unet_params, family.placement_rule)
+    motion = unet_params["unet_additional_kwargs"]["motion_module_kwargs"]
+    summary = {
+        "rule": family.placement_rule,
+        "middle_module": any(p.location == "middle" for p in placements),
+        "positional_length": motion.get("temporal_position_encoding_max_len", 24),
+        "branches": list(family.cross_view_branches),
+    }
     return {
+        "dp3d.placement": json.dumps([dataclasses.asdict(p) for p in placements]),
+        "dp3d.cross_view": json.dumps(summary),
+    }
+
+
+def _source_record(source: CheckpointSource, source_sha256: str, family: ModelFamily = DP3D) -> dict[str, str]:
+    return {
+        "dp3d.family": family.name,
         "dp3d.format_version": FORMAT_VERSION,
         "dp3d.pack_version": PACK_VERSION,
         "dp3d.source_file": source.path.name,
@@ -199,16 +240,18 @@ def _source_record(source: CheckpointSource, source_sha256: str) -> dict[str, st
     }
 
 
-def _write_empty_prompt(source, source_sha256: str, text_pairs, dtype: str, out_dir: Path) -> tuple[Path, int, int]:
+def _write_empty_prompt(
+    source, source_sha256: str, text_pairs, dtype: str, out_dir: Path, family: ModelFamily
+) -> tuple[Path, int, int]:
     """The conditioning of ``''`` from the text encoder as converted (weights rounded to the storage dtype,
     computed in float32), written beside the component files."""
     storage = STORAGE_DTYPES[dtype]
     weights = {
         target: source.tensor(key).to(_stored_dtype(key, source.infos[key].dtype, storage)) for target, key in text_pairs
     }
-    path = out_dir / COMPONENT_FILES["empty_prompt"]
+    path = out_dir / family.file_name("empty_prompt")
     log.info("writing %s (the text encoder's conditioning of the empty prompt)", path)
-    metadata = {**_source_record(source, source_sha256), "dp3d.dtype": "fp32", "dp3d.text_encoder_dtype": dtype}
+    metadata = {**_source_record(source, source_sha256, family), "dp3d.dtype": "fp32", "dp3d.text_encoder_dtype": dtype}
     size = write_empty_prompt(path, empty_prompt_conditioning(weights), metadata)
     return path, 2, size
 

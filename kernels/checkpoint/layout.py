@@ -322,27 +322,51 @@ def _motion_settings(unet_params: dict) -> dict | None:
     return extra.get("motion_module_kwargs", {}) if extra.get("use_motion_module") else None
 
 
-def cross_view_placements(unet_params: dict) -> list[CrossViewPlacement]:
+# Placement rules (by structure, never by index table): where a family puts its motion modules.
+EVERY_BLOCK = "every block"  # DiffPortrait3D
+RESBLOCK_INPUTS_AND_OUTPUTS = "input ResBlock blocks and output blocks"  # DiffPortrait360 (AnimateDiff mm_sd_v15)
+PLACEMENT_RULES = (EVERY_BLOCK, RESBLOCK_INPUTS_AND_OUTPUTS)
+
+
+def _module_names(block: UNetBlock, rule: str, input_count: int) -> list[str]:
+    """The key prefixes of the modules that follow ``block`` under ``rule`` (``input_count``: input modules
+    placed so far)."""
+    if rule == EVERY_BLOCK:
+        if block.location == "input":
+            return [] if block.index == 0 else [f"input_blocks_motion_module.{block.index - 1}.0"]
+        if block.location == "middle":
+            return ["middle_block_motion_module.0"]
+        orders = 2 if block.has_upsampler else 1
+        return [f"output_blocks_motion_module.{block.index}.{order}" for order in range(orders)]
+    if rule == RESBLOCK_INPUTS_AND_OUTPUTS:
+        if block.location == "input":
+            holds_resblock = any(layer.kind == "res" for layer in block.layers)
+            return [f"input_blocks_motion_module.{input_count}.0"] if holds_resblock else []
+        if block.location == "middle":
+            return []
+        return [f"output_blocks_motion_module.{block.index}.0"]
+    raise ValueError(f"unknown cross-view placement rule {rule!r}; known: {', '.join(PLACEMENT_RULES)}")
+
+
+def cross_view_placements(unet_params: dict, rule: str = EVERY_BLOCK) -> list[CrossViewPlacement]:
     """Motion modules of the official UNet, in execution order; empty without ``use_motion_module``.
 
-    Every input block but the first (the input conv) is followed by one module, the middle block
-    has one (between its transformer and last ResBlock), and every output block one, or two in a
-    row when it ends in an upsampler. ``motion_module_resolutions`` is ignored, as in the official
-    code. The official forward runs the middle module only in the unconditional (``uc``) path.
+    ``EVERY_BLOCK`` (DiffPortrait3D): every input block but the first (the input conv) is followed by one
+    module, the middle block has one (between its transformer and last ResBlock; the official forward runs
+    it only in the unconditional path), and every output block one, or two in a row when it ends in an
+    upsampler. ``RESBLOCK_INPUTS_AND_OUTPUTS`` (DiffPortrait360): one after every input block that holds a
+    ResBlock (none after the input conv or a Downsample, numbered in order), none in the middle block, one
+    after every output block (after its upsampler). ``motion_module_resolutions`` is ignored, as in the
+    official code.
     """
     if _motion_settings(unet_params) is None:
         return []
     placements = []
+    input_count = 0
     for block in unet_block_layout(unet_params):
+        names = _module_names(block, rule, input_count)
         if block.location == "input":
-            if block.index == 0:
-                continue
-            names = [f"input_blocks_motion_module.{block.index - 1}.0"]
-        elif block.location == "middle":
-            names = ["middle_block_motion_module.0"]
-        else:
-            orders = 2 if block.has_upsampler else 1
-            names = [f"output_blocks_motion_module.{block.index}.{order}" for order in range(orders)]
+            input_count += len(names)
         for order, name in enumerate(names):
             placements.append(
                 CrossViewPlacement(
@@ -376,12 +400,12 @@ def _motion_module(prefix: str, channels: int, settings: dict) -> Shapes:
     return _merge(parts)
 
 
-def motion_module_shapes(unet_params: dict, prefix: str = "") -> Shapes:
+def motion_module_shapes(unet_params: dict, prefix: str = "", rule: str = EVERY_BLOCK) -> Shapes:
     """Keys and shapes of all motion modules of the UNet (including the ``pos_encoder.pe`` buffers)."""
     settings = _motion_settings(unet_params)
     return _merge(
         _motion_module(f"{prefix}{place.key_prefix}.", place.channels, settings)
-        for place in cross_view_placements(unet_params)
+        for place in cross_view_placements(unet_params, rule)
     )
 
 
@@ -488,7 +512,10 @@ def clip_text_shapes(prefix: str = "", size: dict | None = None) -> Shapes:
     return _merge(parts)
 
 
-def _cond_stage_shapes(cond_stage_config) -> Shapes:
+CLIP_POSITION_IDS = TEXT_ENCODER_PREFIX + "embeddings.position_ids"
+
+
+def _cond_stage_shapes(cond_stage_config, position_ids: bool = False) -> Shapes:
     target = cond_stage_config if isinstance(cond_stage_config, str) else cond_stage_config["target"]
     if target == "__is_unconditional__":
         return {}
@@ -496,7 +523,10 @@ def _cond_stage_shapes(cond_stage_config) -> Shapes:
         version = (cond_stage_config.get("params") or {}).get("version", "openai/clip-vit-large-patch14")
         if version != "openai/clip-vit-large-patch14":
             raise ValueError(f"unknown CLIP text encoder version {version!r}")
-        return clip_text_shapes(TEXT_ENCODER_PREFIX)
+        shapes = clip_text_shapes(TEXT_ENCODER_PREFIX)
+        if position_ids:  # a persistent buffer in transformers < 4.31
+            shapes[CLIP_POSITION_IDS] = (1, CLIP_VIT_L14_TEXT["positions"])
+        return shapes
     raise ValueError(f"unsupported cond_stage_config target {target!r}")
 
 
@@ -508,8 +538,18 @@ def schedule_buffer_shapes(timesteps: int) -> Shapes:
 # ------------------------------------------------------------------------------------ whole model
 
 
-def expected_checkpoint_shapes(yaml_equivalent: dict) -> Shapes:
-    """Every key of the official model's state_dict for this architecture -> its shape."""
+def expected_checkpoint_shapes(
+    yaml_equivalent: dict,
+    *,
+    placement_rule: str = EVERY_BLOCK,
+    appearance_hint_block: bool = True,
+    clip_position_ids: bool = False,
+) -> Shapes:
+    """Every key of the official model's state_dict for this architecture -> its shape.
+
+    The defaults are DiffPortrait3D's; DiffPortrait360 places its motion modules by another
+    ``placement_rule``, has no hint block in its appearance net and lists CLIP's ``position_ids``.
+    """
     model = yaml_equivalent["model"]["params"]
     unet = model["unet_config"]["params"]
     first_stage = model["first_stage_config"]["params"]
@@ -517,12 +557,12 @@ def expected_checkpoint_shapes(yaml_equivalent: dict) -> Shapes:
         [
             schedule_buffer_shapes(model.get("timesteps", 1000)),
             unet_shapes(unet, DIFFUSION_PREFIX),
-            motion_module_shapes(unet, DIFFUSION_PREFIX),
+            motion_module_shapes(unet, DIFFUSION_PREFIX, placement_rule),
             unet_shapes(
                 model["appearance_control_stage_config"]["params"],
                 APPEARANCE_PREFIX,
                 with_out=False,
-                with_hint_block=True,
+                with_hint_block=appearance_hint_block,
             ),
             unet_shapes(
                 model["pose_control_stage_config"]["params"],
@@ -533,11 +573,12 @@ def expected_checkpoint_shapes(yaml_equivalent: dict) -> Shapes:
                 with_zero_convs=True,
             ),
             autoencoder_shapes(first_stage["ddconfig"], first_stage["embed_dim"], AUTOENCODER_PREFIX),
-            _cond_stage_shapes(model["cond_stage_config"]),
+            _cond_stage_shapes(model["cond_stage_config"], clip_position_ids),
         ]
     )
 
 
 def is_buffer_key(key: str) -> bool:
-    """True for keys that are buffers, not parameters: schedule tables and motion ``pos_encoder.pe``."""
-    return key in SCHEDULE_BUFFERS or key.endswith(".pos_encoder.pe")
+    """True for keys that are buffers, not parameters: schedule tables, motion ``pos_encoder.pe``, CLIP's
+    ``position_ids``."""
+    return key in SCHEDULE_BUFFERS or key.endswith(".pos_encoder.pe") or key == CLIP_POSITION_IDS

@@ -1,7 +1,7 @@
-"""Check a checkpoint's keys and shapes against the DiffPortrait3D architecture before converting.
+"""Check a checkpoint's keys and shapes against its family's architecture before converting.
 
-The expected key set is derived from the architecture config (``checkpoint_layout``) — for the
-official config it equals the manifest of the real checkpoint key for key.
+The expected key set is derived from the architecture config and the family's layout rules
+(``families.py``) — for the official configs it equals the manifest of the real checkpoint key for key.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .errors import ConversionError
-from .layout import expected_checkpoint_shapes
+from .families import DP3D, ModelFamily
 
 # Parts the official loader (strict=False) tolerates missing: we report them, and convert without them.
 OPTIONAL_PARTS = {
@@ -22,6 +22,7 @@ OPTIONAL_PARTS = {
 }
 # Keys a checkpoint may carry that the architecture does not list (older transformers saved it).
 TOLERATED_EXTRAS = {"cond_stage_model.transformer.text_model.embeddings.position_ids", "lvlb_weights"}
+OPTIONAL_PARTS["CLIP position ids (a constant)"] = lambda key: key in TOLERATED_EXTRAS
 
 SIGNATURE_PARTS = {
     "cross-view modules (model.diffusion_model.*_motion_module*)": lambda key: "_motion_module" in key,
@@ -44,16 +45,21 @@ class ValidationReport:
     shape_mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     missing_optional: dict[str, int] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)
+    family: ModelFamily = DP3D
+    n_cross_view_modules: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.missing_required and not self.shape_mismatches
 
 
-def validate_checkpoint_keys(found: dict[str, tuple[int, ...]], yaml_equivalent: dict) -> ValidationReport:
-    """Compare ``found`` (key -> shape) with the architecture; never raises, see ``raise_if_invalid``."""
-    expected = expected_checkpoint_shapes(yaml_equivalent)
-    report = ValidationReport(n_expected=len(expected), n_found=len(found))
+def validate_checkpoint_keys(
+    found: dict[str, tuple[int, ...]], yaml_equivalent: dict, family: ModelFamily = DP3D
+) -> ValidationReport:
+    """Compare ``found`` (key -> shape) with the family's layout of the architecture; never raises, see
+    ``raise_if_invalid``."""
+    expected = family.expected_shapes(yaml_equivalent)
+    report = ValidationReport(n_expected=len(expected), n_found=len(found), family=family)
     optional_missing: Counter[str] = Counter()
     for key, shape in expected.items():
         if key not in found:
@@ -65,6 +71,7 @@ def validate_checkpoint_keys(found: dict[str, tuple[int, ...]], yaml_equivalent:
         elif tuple(found[key]) != tuple(shape):
             report.shape_mismatches.append((key, tuple(shape), tuple(found[key])))
     report.missing_optional = dict(optional_missing)
+    report.n_cross_view_modules = len({key.split(".temporal_transformer.")[0] for key in expected if "_motion_module" in key})
     report.unexpected = sorted(k for k in found if k not in expected and k not in TOLERATED_EXTRAS)
     return report
 
@@ -104,19 +111,23 @@ def raise_if_invalid(report: ValidationReport, found_keys, source_name: str, con
     if report.ok:
         return
     found_keys = list(found_keys)
-    absent = [name for name, belongs in SIGNATURE_PARTS.items() if not any(belongs(k) for k in found_keys)]
+    title = report.family.title
+    signature = SIGNATURE_PARTS if report.n_cross_view_modules else dict(list(SIGNATURE_PARTS.items())[1:])
+    absent = [name for name, belongs in signature.items() if not any(belongs(k) for k in found_keys)]
+    modules = f"with {report.n_cross_view_modules} cross-view modules " if report.n_cross_view_modules else ""
     expected_picture = (
-        f"{report.n_expected} keys of the architecture in {config_name}: SD1.5 UNet with 27 cross-view modules "
+        f"{report.n_expected} keys of the {title} architecture in {config_name}: SD1.5 UNet {modules}"
         "(model.diffusion_model.*), appearance net (control_model.*), pose ControlNet (pose_control_model.*), "
         "optionally VAE and text encoder"
     )
     found_picture = f"{report.n_found} keys: {describe_key_families(found_keys)}"
-    if len(absent) == len(SIGNATURE_PARTS):
+    if len(absent) == len(signature):
         raise ConversionError(
-            f"{source_name} is not a DiffPortrait3D checkpoint; it looks like {guess_file_kind(found_keys)}.\n"
+            f"{source_name} is not a DiffPortrait3D checkpoint; it looks like {guess_file_kind(found_keys)} "
+            "(the converter knows DiffPortrait3D's and DiffPortrait360's two checkpoints).\n"
             f"  expected: {expected_picture}\n  found:    {found_picture}"
         )
-    lines = [f"{source_name} does not match the DiffPortrait3D architecture in {config_name}."]
+    lines = [f"{source_name} does not match the {title} architecture in {config_name}."]
     lines.append(f"  expected: {expected_picture}")
     lines.append(f"  found:    {found_picture}")
     if absent:

@@ -1,0 +1,236 @@
+"""Parity with the official DiffPortrait360 code, inside the real ComfyUI.
+
+Every ``golden_backhead_apply*`` / ``golden_360_apply_*`` file of the golden directory (default:
+tests/fixtures/tiny360; override with $DP360_GOLDEN_DIR, which then also holds tiny_360.safetensors,
+tiny_360_config.json, tiny_backhead.safetensors and tiny_backhead_config.json) is reproduced through the
+project's converter (family recognised by the keys), loaders and patches: eps max |diff| <= 1e-4.
+The cross-view modules are placed from the converted file's record; V <= 8 views form one window. The
+360 cond call needs the dual reference ([front ; back] bank entries); until the multi-reference node exists it
+goes through the test-only ``BackReferenceForTest`` below.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_host_parity import guided_call_eps
+
+pytestmark = pytest.mark.host
+
+GOLDEN_DIR = Path(os.environ.get("DP360_GOLDEN_DIR", Path(__file__).parent / "fixtures" / "tiny360"))
+BACKHEAD_FILES = sorted(GOLDEN_DIR.glob("golden_backhead_apply*.safetensors"))
+APPLY_360_FILES = sorted(GOLDEN_DIR.glob("golden_360_apply_*.safetensors"))
+EPS_TOLERANCE = 1e-4
+MODELS = {"dp360": "tiny_360", "dp360_backhead": "tiny_backhead"}
+
+
+@pytest.fixture(scope="module")
+def converted(comfy_host, tmp_path_factory):
+    """Both tiny models through ``convert`` (fp32) and the loaders, each loader told the family it needs."""
+    from diffportrait3d.kernels.checkpoint.convert import convert_checkpoint
+    from diffportrait3d.nodes.model_loading import (
+        load_appearance_net,
+        load_cross_view_modules,
+        load_dp3d_unet,
+        load_pose_controlnet,
+    )
+
+    out = tmp_path_factory.mktemp("tiny360_converted")
+    networks = {}
+    for family, stem in MODELS.items():
+        report = convert_checkpoint(
+            GOLDEN_DIR / f"{stem}.safetensors", out, dtype="fp32", config_path=GOLDEN_DIR / f"{stem}_config.json"
+        )
+        assert report.family == family
+        files = {component: str(path) for component, (path, _, _) in report.written.items()}
+        networks[family] = {
+            "files": files,
+            "unet": load_dp3d_unet(files["unet"], family=family),
+            "appearance": load_appearance_net(files["appearance"], family=family),
+            "pose": load_pose_controlnet(files["pose_controlnet"], family=family),
+        }
+        if "cross_view" in files:
+            networks[family]["cross_view"] = load_cross_view_modules(files["cross_view"], family=family)
+    return networks
+
+
+def guided_eps(networks: dict, golden: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps_cond, eps_uc) of one guided model call with the front reference only, official guidance (the uc
+    call keeps the text and the cross-view modules, drops the reference and the pose residuals)."""
+    from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
+    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
+
+    model = apply_appearance_reference(
+        networks["unet"], networks["appearance"], ReferenceLatent(model_latent=golden["reference_image_noisy"])
+    )
+    if "cross_view" in networks:
+        model = apply_cross_view(model, networks["cross_view"], CrossViewSettings())
+    return guided_call_eps(model, networks, golden)
+
+
+@pytest.mark.parametrize("golden_file", BACKHEAD_FILES, ids=lambda p: p.stem)
+def test_back_head_model_call_matches_official_eps(converted, golden_file):
+    golden = load_file(golden_file)
+    eps_cond, eps_uc = guided_eps(converted["dp360_backhead"], golden)
+    cond_error = (eps_cond - golden["eps_cond"]).abs().max().item()
+    uncond_error = (eps_uc - golden["eps_uc"]).abs().max().item()
+    print(f"{golden_file.name}: eps_cond max|diff| {cond_error:.2e}, eps_uc max|diff| {uncond_error:.2e}")
+    assert cond_error <= EPS_TOLERANCE
+    assert uncond_error <= EPS_TOLERANCE
+
+
+@pytest.mark.parametrize("golden_file", APPLY_360_FILES, ids=lambda p: p.stem)
+def test_360_unconditional_call_matches_official_eps(converted, golden_file):
+    """The uc path: no reference, no pose, all 20 cross-view modules (placed from the file) over the views."""
+    golden = load_file(golden_file)
+    _, eps_uc = guided_eps(converted["dp360"], golden)
+    error = (eps_uc - golden["eps_uc"]).abs().max().item()
+    print(f"{golden_file.name}: V={golden['x_noisy'].shape[0]} eps_uc max|diff| {error:.2e}")
+    assert error <= EPS_TOLERANCE
+
+
+class BackReferenceForTest:
+    """Test-only stand-in for the dual reference until the multi-reference work lands (then this test uses
+    its node): a DIFFUSION_MODEL wrapper inside the appearance reference's that runs the appearance net on
+    the back reference as the official ``more_reference_image_noisy`` pass (same t and text) and
+    concatenates every bank entry along the tokens, ``[front ; back]``. Valid on cond-only calls (the pack's
+    reader pads uncond rows of a mixed batch for one reference only)."""
+
+    def __init__(self, front_runner, back_latent: torch.Tensor):
+        from diffportrait3d.nodes.appearance_reference import AppearanceReference, ReferenceLatent
+
+        self.bank_key = front_runner.bank_key
+        self.back = AppearanceReference(
+            front_runner.appearance, ReferenceLatent(model_latent=back_latent), front_runner.sigma_start,
+            front_runner.sigma_end,
+        )
+
+    def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+        from diffportrait3d.kernels.model.reference_attention import ReferenceBank
+
+        bank, back = transformer_options[self.bank_key], ReferenceBank()
+        self.back.fill_bank(back, x, timesteps, context, transformer_options)
+        assert bank.entries.keys() == back.entries.keys()
+        for key, entry in back.entries.items():
+            front = bank.entries[key]
+            rows = max(front.shape[0], entry.shape[0])  # 1 (shared by all views) or one row per view
+            bank.entries[key] = torch.cat([front.expand(rows, -1, -1), entry.expand(rows, -1, -1)], dim=1)
+        return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+
+
+def with_back_reference(model, back_latent: torch.Tensor):
+    import comfy.patcher_extension
+
+    from diffportrait3d.nodes.appearance_reference import ADDITIONAL_MODELS_KEY
+
+    wrappers = model.wrappers[comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL]
+    (front_runner,) = wrappers[ADDITIONAL_MODELS_KEY]
+    patched = model.clone()
+    patched.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_back_reference",
+        BackReferenceForTest(front_runner, back_latent),
+    )
+    return patched
+
+
+@pytest.mark.parametrize("golden_file", APPLY_360_FILES, ids=lambda p: p.stem)
+def test_360_conditional_call_with_front_and_back_references_matches_official_eps(converted, golden_file):
+    """The cond path reads ``cat([bank_front, bank_back])`` (here through the test-only stand-in above), the
+    pose residuals and all 20 cross-view modules."""
+    from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
+    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
+
+    golden = load_file(golden_file)
+    networks = converted["dp360"]
+    model = apply_appearance_reference(
+        networks["unet"], networks["appearance"], ReferenceLatent(model_latent=golden["reference_image_noisy"])
+    )
+    dual = apply_cross_view(
+        with_back_reference(model, golden["more_reference_image_noisy_0"]), networks["cross_view"], CrossViewSettings()
+    )
+    eps_cond, _ = guided_call_eps(dual, networks, golden, cfg=1.0)
+    error = (eps_cond - golden["eps_cond"]).abs().max().item()
+    print(f"{golden_file.name}: V={golden['x_noisy'].shape[0]} eps_cond (front + back) max|diff| {error:.2e}")
+    assert error <= EPS_TOLERANCE
+    front_only, _ = guided_call_eps(apply_cross_view(model, networks["cross_view"], CrossViewSettings()), networks,
+                                    golden, cfg=1.0)
+    assert (front_only - golden["eps_cond"]).abs().max().item() > 100 * EPS_TOLERANCE  # the back reference counts
+
+
+@pytest.mark.parametrize("golden_file", APPLY_360_FILES[:1], ids=lambda p: p.stem)
+def test_the_360_uc_path_depends_on_the_placed_modules(converted, golden_file):
+    """Without the cross-view modules the uc eps is far off: the parity above checks their placement."""
+    golden = load_file(golden_file)
+    without = {key: value for key, value in converted["dp360"].items() if key != "cross_view"}
+    _, eps_uc = guided_eps(without, golden)
+    assert (eps_uc - golden["eps_uc"]).abs().max().item() > 100 * EPS_TOLERANCE
+
+
+def test_each_loader_refuses_another_family(converted):
+    from diffportrait3d.kernels.checkpoint.errors import ConversionError
+    from diffportrait3d.nodes.model_loading import (
+        load_appearance_net,
+        load_cross_view_modules,
+        load_dp3d_unet,
+    )
+
+    back_head = converted["dp360_backhead"]["files"]
+    with pytest.raises(ConversionError) as caught:
+        load_appearance_net(back_head["appearance"], family="dp360")
+    assert str(caught.value) == (
+        "appearance_net: diffportrait360_backhead_appearance.safetensors is a DiffPortrait360 back-of-head generator "
+        "file, this input needs the DiffPortrait360's diffportrait360_appearance.safetensors (made by: python -m "
+        "diffportrait3d convert model_state-340000.th --out ComfyUI/models/diffportrait3d)"
+    )
+    with pytest.raises(ConversionError, match="unet: diffportrait360_unet.safetensors is a DiffPortrait360 file, "
+                       "this input needs the DiffPortrait3D's diffportrait3d_unet.safetensors"):
+        load_dp3d_unet(converted["dp360"]["files"]["unet"], family="dp3d")
+    with pytest.raises(ConversionError, match="is a DiffPortrait360 file, this input needs the DiffPortrait3D's"):
+        load_cross_view_modules(converted["dp360"]["files"]["cross_view"], family="dp3d")
+
+
+def test_360_modules_sit_where_the_file_says(converted):
+    """After the input blocks holding a ResBlock, none after the Downsamples or in the middle block, one closing
+    every output block (after its upsampler); ejecting leaves the UNet as it was."""
+    import comfy.model_management
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
+
+    from diffportrait3d.kernels.model.cross_view_attention import CrossViewModule
+    from diffportrait3d.nodes.cross_view import CrossViewInjection
+
+    comfy.model_management.unload_all_models()  # a patched clone still loaded would carry its injected modules
+    networks = converted["dp360"]
+    unet = networks["unet"].model.diffusion_model
+    assert not any(isinstance(m, CrossViewModule) for m in unet.modules())
+    injection = CrossViewInjection(networks["cross_view"])
+    injection.inject(networks["unet"])
+    try:
+        def modules_in(block):
+            return [i for i, layer in enumerate(block) if isinstance(layer, CrossViewModule)]
+
+        after_input = [i for i, block in enumerate(unet.input_blocks) if modules_in(block)]
+        assert after_input == [1, 2, 4, 5, 7, 8, 10, 11]
+        assert all(isinstance(unet.input_blocks[i][0], Downsample) for i in (3, 6, 9))
+        assert modules_in(unet.middle_block) == []
+        upsampling = []
+        for j, block in enumerate(unet.output_blocks):
+            assert modules_in(block) == [len(block) - 1]
+            if isinstance(block[len(block) - 2], Upsample):
+                upsampling.append(j)
+        assert upsampling == [2, 5, 8]
+    finally:
+        injection.eject(networks["unet"])
+    assert not any(isinstance(m, CrossViewModule) for m in unet.modules())
+
+
+def test_a_missing_file_of_a_family_names_its_checkpoint_and_command(comfy_host):
+    from diffportrait3d.nodes.model_loading import model_file_path
+
+    with pytest.raises(FileNotFoundError) as caught:
+        model_file_path("nothing.safetensors", "back_unet", "unet", family="dp360_backhead")
+    message = str(caught.value)
+    assert "Put diffportrait360_backhead_unet.safetensors there: it is made from back_head-230000.th, the " \
+        "DiffPortrait360 back-of-head generator, from the Hugging Face repository gym890/diffportrait360" in message
+    assert "python -m diffportrait3d convert back_head-230000.th --out " in message
