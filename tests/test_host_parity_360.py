@@ -5,8 +5,8 @@ tests/fixtures/tiny360; override with $DP360_GOLDEN_DIR, which then also holds t
 tiny_360_config.json, tiny_backhead.safetensors and tiny_backhead_config.json) is reproduced through the
 project's converter (family recognised by the keys), loaders and patches: eps max |diff| <= 1e-4.
 The cross-view modules are placed from the converted file's record; V <= 8 views form one window. The
-360 cond call needs the dual reference ([front ; back] bank entries); until the multi-reference node exists it
-goes through the test-only ``BackReferenceForTest`` below.
+360 cond call reads the dual reference ([front ; back] bank entries): the Appearance Reference Encoder applied
+twice, front then back.
 """
 
 import os
@@ -91,71 +91,30 @@ def test_360_unconditional_call_matches_official_eps(converted, golden_file):
     assert error <= EPS_TOLERANCE
 
 
-class BackReferenceForTest:
-    """Test-only stand-in for the dual reference until the multi-reference work lands (then this test uses
-    its node): a DIFFUSION_MODEL wrapper inside the appearance reference's that runs the appearance net on
-    the back reference as the official ``more_reference_image_noisy`` pass (same t and text) and
-    concatenates every bank entry along the tokens, ``[front ; back]``. Valid on cond-only calls (the pack's
-    reader pads uncond rows of a mixed batch for one reference only)."""
-
-    def __init__(self, front_runner, back_latent: torch.Tensor):
-        from diffportrait3d.nodes.appearance_reference import AppearanceReference, ReferenceLatent
-
-        self.bank_key = front_runner.bank_key
-        self.back = AppearanceReference(
-            front_runner.appearance, ReferenceLatent(model_latent=back_latent), front_runner.sigma_start,
-            front_runner.sigma_end,
-        )
-
-    def __call__(self, executor, x, timesteps, context, y, control, transformer_options, **kwargs):
-        from diffportrait3d.kernels.model.reference_attention import ReferenceBank
-
-        bank, back = transformer_options[self.bank_key], ReferenceBank()
-        self.back.fill_bank(back, x, timesteps, context, transformer_options)
-        assert bank.entries.keys() == back.entries.keys()
-        for key, entry in back.entries.items():
-            front = bank.entries[key]
-            rows = max(front.shape[0], entry.shape[0])  # 1 (shared by all views) or one row per view
-            bank.entries[key] = torch.cat([front.expand(rows, -1, -1), entry.expand(rows, -1, -1)], dim=1)
-        return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
-
-
-def with_back_reference(model, back_latent: torch.Tensor):
-    import comfy.patcher_extension
-
-    from diffportrait3d.nodes.appearance_reference import ADDITIONAL_MODELS_KEY
-
-    wrappers = model.wrappers[comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL]
-    (front_runner,) = wrappers[ADDITIONAL_MODELS_KEY]
-    patched = model.clone()
-    patched.add_wrapper_with_key(
-        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_back_reference",
-        BackReferenceForTest(front_runner, back_latent),
-    )
-    return patched
-
-
 @pytest.mark.parametrize("golden_file", APPLY_360_FILES, ids=lambda p: p.stem)
-def test_360_conditional_call_with_front_and_back_references_matches_official_eps(converted, golden_file):
-    """The cond path reads ``cat([bank_front, bank_back])`` (here through the test-only stand-in above), the
-    pose residuals and all 20 cross-view modules."""
+def test_360_guided_call_with_front_and_back_references_matches_official_eps(converted, golden_file):
+    """The Appearance Reference Encoder applied twice (front, then back) gives the official dual reference: the
+    cond path reads ``cat([bank_front, bank_back])``, the pose residuals and all 20 cross-view modules; the uc
+    path of the same guided call drops both references."""
     from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
     from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
 
     golden = load_file(golden_file)
     networks = converted["dp360"]
-    model = apply_appearance_reference(
+    front = apply_appearance_reference(
         networks["unet"], networks["appearance"], ReferenceLatent(model_latent=golden["reference_image_noisy"])
     )
-    dual = apply_cross_view(
-        with_back_reference(model, golden["more_reference_image_noisy_0"]), networks["cross_view"], CrossViewSettings()
+    both = apply_appearance_reference(
+        front, networks["appearance"], ReferenceLatent(model_latent=golden["more_reference_image_noisy_0"])
     )
-    eps_cond, _ = guided_call_eps(dual, networks, golden, cfg=1.0)
-    error = (eps_cond - golden["eps_cond"]).abs().max().item()
-    print(f"{golden_file.name}: V={golden['x_noisy'].shape[0]} eps_cond (front + back) max|diff| {error:.2e}")
-    assert error <= EPS_TOLERANCE
-    front_only, _ = guided_call_eps(apply_cross_view(model, networks["cross_view"], CrossViewSettings()), networks,
-                                    golden, cfg=1.0)
+    eps_cond, eps_uc = guided_call_eps(apply_cross_view(both, networks["cross_view"], CrossViewSettings()), networks, golden)
+    cond_error = (eps_cond - golden["eps_cond"]).abs().max().item()
+    uncond_error = (eps_uc - golden["eps_uc"]).abs().max().item()
+    print(f"{golden_file.name}: V={golden['x_noisy'].shape[0]} eps_cond (front + back) max|diff| {cond_error:.2e}, "
+          f"eps_uc {uncond_error:.2e}")
+    assert cond_error <= EPS_TOLERANCE
+    assert uncond_error <= EPS_TOLERANCE
+    front_only, _ = guided_call_eps(apply_cross_view(front, networks["cross_view"], CrossViewSettings()), networks, golden)
     assert (front_only - golden["eps_cond"]).abs().max().item() > 100 * EPS_TOLERANCE  # the back reference counts
 
 
