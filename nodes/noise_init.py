@@ -8,17 +8,19 @@ import comfy.sample
 import torch
 from comfy_api.latest import io
 
+from ..kernels.model.ddpm_schedule import FLOAT16, FLOAT32, check_schedule
 from ..kernels.noise import priors as noise_priors
 from ..kernels.noise.gaussian_blur import gaussian_blur
 from ..kernels.noise.start_latent import (
     OFFICIAL_START_TIMESTEP,
     noise_for_state,
     q_sample,
+    q_sample_float16,
     state_for_model_input,
 )
 from ..kernels.noise.view_noise import view_noise
 from .poses import Cameras, check_cameras
-from .sampler import official_sigmas
+from .sampler import official_sigmas, schedule_input
 
 
 class ThreeDAwareNoise:
@@ -121,6 +123,7 @@ class DiffPortrait3DNoise(io.ComfyNode):
                 io.Image.Input("condition_images", optional=True, tooltip="'condition_images': the pose condition images, one per view"),
                 io.Image.Input("prior_images", optional=True, tooltip="'prior_images': your own priors at the views' size, one per view (or 1)"),
                 io.Sigmas.Input("sigmas", optional=True, tooltip="the sampler's sigmas, when not the official DDIM schedule of 'steps'"),
+                schedule_input(),
             ],
             outputs=[
                 io.Noise.Output(display_name="noise"),
@@ -133,6 +136,7 @@ class DiffPortrait3DNoise(io.ComfyNode):
     def execute(
         cls, model, latent, source, seed, steps, start_timestep, shared_noise, prior_blur, vae=None,
         reference_image=None, cameras=None, depth=None, condition_images=None, prior_images=None, sigmas=None,
+        schedule=FLOAT32,
     ) -> io.NodeOutput:
         sampling = model.get_model_object("model_sampling")
         if not isinstance(sampling, comfy.model_sampling.ModelSamplingDiscrete) or not isinstance(sampling, comfy.model_sampling.EPS):
@@ -155,7 +159,11 @@ class DiffPortrait3DNoise(io.ComfyNode):
         prior = gaussian_blur(prior, prior_blur)
         sigma_start = float(sampling.sigma(torch.tensor(float(start_timestep))))
         sigma_first = first_sigma(model, steps, sigmas)
-        first_input = q_sample(prior, view_noise(tuple(samples.shape), seed, shared_noise), sigma_start)
+        eps = view_noise(tuple(samples.shape), seed, shared_noise)
+        if check_schedule(schedule) == FLOAT16:
+            first_input = q_sample_float16(prior, eps, start_timestep)
+        else:
+            first_input = q_sample(prior, eps, sigma_start)
         noise = ThreeDAwareNoise(first_input, seed, latent_format, sigma_first, float(sampling.sigma_max))
         noised = {k: v for k, v in latent.items() if k != "noise_mask"}
         noised["samples"] = latent_format.process_out(noise.state)

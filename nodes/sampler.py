@@ -14,6 +14,13 @@ from comfy_api.latest import io
 from tqdm.auto import tqdm
 
 from ..kernels.model.ddim_sampling import official_ddim_timesteps, sample_ddim
+from ..kernels.model.ddpm_schedule import (
+    FLOAT16,
+    FLOAT32,
+    SCHEDULES,
+    check_schedule,
+    float16_step_coefficients,
+)
 from ..kernels.model.reference_attention import conditional_rows
 from .cross_view import apply_cross_view, settings_from_inputs, window_inputs
 from .io_types import CrossViewModules
@@ -22,10 +29,17 @@ from .io_types import CrossViewModules
 class DDIMSamplerFunction:
     """ComfyUI KSAMPLER function: DDIM with eta, ending with the official t=0 step of this model's schedule."""
 
-    def __call__(self, model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.5):
+    def __call__(
+        self, model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.5, schedule=FLOAT32,
+        noise_sampler=None,
+    ):
         extra_args = extra_args or {}
         model_sampling = model.inner_model.inner_model.model_sampling
-        noise_sampler = default_noise_sampler(x, seed=extra_args.get("seed"))
+        if noise_sampler is None:
+            noise_sampler = default_noise_sampler(x, seed=extra_args.get("seed"))
+        coefficients = None
+        if check_schedule(schedule) == FLOAT16:
+            coefficients = float16_coefficients(model_sampling, sigmas, eta)
 
         def checked_callback(info):
             comfy.model_management.throw_exception_if_processing_interrupted()
@@ -42,11 +56,30 @@ class DDIMSamplerFunction:
             final_sigma=float(model_sampling.sigma_min),
             noise_sampler=noise_sampler,
             progress=lambda steps: tqdm(steps, disable=disable),
+            coefficients=coefficients,
         )
 
 
-def ddim_sampler(eta: float) -> comfy.samplers.KSAMPLER:
-    return comfy.samplers.KSAMPLER(DDIMSamplerFunction(), extra_options={"eta": eta})
+def float16_coefficients(model_sampling, sigmas: torch.Tensor, eta: float) -> list:
+    """The official float16-schedule scalars of every step of ``sigmas`` (the last sigma 0 = the step to t=0)."""
+    timesteps = [round(float(model_sampling.timestep(sigma))) if float(sigma) > 0 else None for sigma in sigmas]
+    return [float16_step_coefficients(timesteps[i], timesteps[i + 1], eta) for i in range(len(sigmas) - 1)]
+
+
+def ddim_sampler(eta: float, schedule: str = FLOAT32, noise_sampler=None) -> comfy.samplers.KSAMPLER:
+    """The DDIM KSAMPLER; ``noise_sampler(sigma, sigma_next)`` replaces the seeded noise of eta > 0 (tests)."""
+    options = {"eta": eta, "schedule": check_schedule(schedule)}
+    if noise_sampler is not None:
+        options["noise_sampler"] = noise_sampler
+    return comfy.samplers.KSAMPLER(DDIMSamplerFunction(), extra_options=options)
+
+
+def schedule_input() -> io.Combo.Input:
+    return io.Combo.Input(
+        "schedule", options=list(SCHEDULES), default=FLOAT32, optional=True,
+        tooltip="DDIM coefficients: float32 = DiffPortrait3D's and ComfyUI's; float16 = the official "
+        "DiffPortrait360 code's float16 schedule buffers (differs in the 4th digit; for exact DiffPortrait360 numbers)",
+    )
 
 
 def official_sigmas(model, steps: int) -> torch.Tensor:
@@ -164,13 +197,13 @@ class DDIMSamplerNode(io.ComfyNode):
             category="DiffPortrait3D/sampling",
             description="DDIM with eta as the official DiffPortrait3D sampler runs it (official: eta 0.5, with the "
             "core BasicScheduler 'ddim_uniform', 50 steps). For SamplerCustomAdvanced.",
-            inputs=[io.Float.Input("eta", default=0.5, min=0.0, max=1.0, step=0.01)],
+            inputs=[io.Float.Input("eta", default=0.5, min=0.0, max=1.0, step=0.01), schedule_input()],
             outputs=[io.Sampler.Output()],
         )
 
     @classmethod
-    def execute(cls, eta) -> io.NodeOutput:
-        return io.NodeOutput(ddim_sampler(eta))
+    def execute(cls, eta, schedule=FLOAT32) -> io.NodeOutput:
+        return io.NodeOutput(ddim_sampler(eta, schedule))
 
 
 class CrossViewSampler(io.ComfyNode):
@@ -195,6 +228,7 @@ class CrossViewSampler(io.ComfyNode):
                 io.Float.Input("eta", default=0.5, min=0.0, max=1.0, step=0.01),
                 *window_inputs(),
                 io.Noise.Input("noise", optional=True, tooltip="e.g. DiffPortrait3D 3D-aware noise; default: seeded"),
+                schedule_input(),
             ],
             outputs=[io.Latent.Output()],
         )
@@ -202,7 +236,7 @@ class CrossViewSampler(io.ComfyNode):
     @classmethod
     def execute(
         cls, model, cross_view, positive, negative, latent_image, seed, steps, cfg, eta,
-        window_mode, window_size, window_stride, window_blend, middle_module, noise=None,
+        window_mode, window_size, window_stride, window_blend, middle_module, noise=None, schedule=FLOAT32,
     ) -> io.NodeOutput:
         settings = settings_from_inputs(window_mode, window_size, window_stride, window_blend, middle_module)
         patched = apply_cross_view(model, cross_view, settings)
@@ -220,7 +254,7 @@ class CrossViewSampler(io.ComfyNode):
             noise_seed = noise.seed
         callback = latent_preview.prepare_callback(patched, len(sigmas) - 1)
         samples = comfy.sample.sample_custom(
-            patched, noise_tensor, cfg, ddim_sampler(eta), sigmas, positive, negative, latent,
+            patched, noise_tensor, cfg, ddim_sampler(eta, schedule), sigmas, positive, negative, latent,
             noise_mask=latent_image.get("noise_mask"), callback=callback,
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=noise_seed,
         )

@@ -3,7 +3,9 @@
 Every ``golden_backhead_apply*`` / ``golden_360_apply_*`` file of the golden directory (default:
 tests/fixtures/tiny360; override with $DP360_GOLDEN_DIR, which then also holds tiny_360.safetensors,
 tiny_360_config.json, tiny_backhead.safetensors and tiny_backhead_config.json) is reproduced through the
-project's converter (family recognised by the keys), loaders and patches: eps max |diff| <= 1e-4.
+project's converter (family recognised by the keys), loaders and patches: eps max |diff| <= 1e-4; every
+``golden_360_ddim_*`` / ``golden_backhead_ddim*`` file's guided DDIM (eta 0.5, cfg 3, the official float16
+schedule, recorded start and per-step noise) with the pack's sampler: each step's eps <= 1e-4, final <= 1e-3.
 The cross-view modules are placed from the converted file's record; V <= 8 views form one window. The
 360 cond call reads the dual reference ([front ; back] bank entries): the Appearance Reference Encoder applied
 twice, front then back.
@@ -15,14 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_host_parity import guided_call_eps
+from test_host_parity import CaptureDenoised, eps_of, guided_call_eps, pose_conditioning, run_guided
 
 pytestmark = pytest.mark.host
 
 GOLDEN_DIR = Path(os.environ.get("DP360_GOLDEN_DIR", Path(__file__).parent / "fixtures" / "tiny360"))
 BACKHEAD_FILES = sorted(GOLDEN_DIR.glob("golden_backhead_apply*.safetensors"))
 APPLY_360_FILES = sorted(GOLDEN_DIR.glob("golden_360_apply_*.safetensors"))
+DDIM_FILES = sorted(GOLDEN_DIR.glob("golden_360_ddim_*.safetensors")) + sorted(GOLDEN_DIR.glob("golden_backhead_ddim*.safetensors"))
 EPS_TOLERANCE = 1e-4
+LATENT_TOLERANCE = 1e-3
 MODELS = {"dp360": "tiny_360", "dp360_backhead": "tiny_backhead"}
 
 
@@ -193,3 +197,80 @@ def test_a_missing_file_of_a_family_names_its_checkpoint_and_command(comfy_host)
     assert "Put diffportrait360_backhead_unet.safetensors there: it is made from back_head-230000.th, the " \
         "DiffPortrait360 back-of-head generator, from the Hugging Face repository gym890/diffportrait360" in message
     assert "python -m diffportrait3d convert back_head-230000.th --out " in message
+
+
+class RecordedNoise:
+    """noise_sampler handing out the official run's per-step noise, in order (RNG-free parity)."""
+
+    def __init__(self, steps: torch.Tensor):
+        self.steps = list(steps)
+
+    def __call__(self, sigma, sigma_next):
+        return self.steps.pop(0)
+
+
+def ddim_family(golden_file: Path) -> str:
+    return "dp360_backhead" if golden_file.name.startswith("golden_backhead") else "dp360"
+
+
+def references_of(golden: dict) -> list[torch.Tensor]:
+    """Front reference, then the back one when the file has it (the 360 model's dual reference)."""
+    return [golden["reference_latent"]] + ([golden["back_reference_latent"]] if "back_reference_latent" in golden else [])
+
+
+@pytest.mark.parametrize("golden_file", DDIM_FILES, ids=lambda p: p.stem)
+def test_float16_schedule_scalars_match_the_official_ones(converted, golden_file):
+    """The per-step scalars of the 'float16 (DiffPortrait360 official)' schedule, as the sampler derives them from
+    its sigmas, equal the recorded float32 scalars exactly; so does the q_sample start of a 3D-aware run."""
+    from diffportrait3d.kernels.model.ddpm_schedule import float16_q_sample_coefficients
+    from diffportrait3d.kernels.noise.start_latent import q_sample_float16
+    from diffportrait3d.nodes.sampler import float16_coefficients, official_sigmas
+
+    golden = load_file(golden_file)
+    unet = converted[ddim_family(golden_file)]["unet"]
+    sigmas = official_sigmas(unet, golden["step_x"].shape[0])
+    steps = float16_coefficients(unet.get_model_object("model_sampling"), sigmas, eta=0.5)
+    assert [s.a_t for s in steps] == golden["step_a_t"].tolist()
+    assert [s.a_prev for s in steps] == golden["step_a_prev"].tolist()
+    assert [s.sigma for s in steps] == golden["step_sigma_t"].tolist()
+    assert [s.sqrt_one_minus_a_t for s in steps] == golden["step_sqrt_one_minus_a_t"].tolist()
+    if "feature_control" in golden:
+        t = int(golden["q_sample_t"][0])
+        assert list(float16_q_sample_coefficients(t)) == golden["q_sample_coef"].float().tolist()
+        x_t = q_sample_float16(golden["feature_control"], golden["q_sample_noise"], t)
+        assert torch.equal(x_t, golden["x_T"])
+
+
+@pytest.mark.parametrize("golden_file", DDIM_FILES, ids=lambda p: p.stem)
+def test_guided_ddim_with_the_float16_schedule_matches_official_samples(converted, golden_file):
+    """5-step DDIM through ComfyUI's CFGGuider and the pack's sampler: the 360 model with the dual reference and
+    its recorded 3D-aware start x_T, the back-head model (one view, one reference) from its recorded x_T."""
+    from diffportrait3d.kernels.model.ddpm_schedule import FLOAT16
+    from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
+    from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
+    from diffportrait3d.nodes.sampler import ddim_sampler, official_sigmas
+
+    golden = load_file(golden_file)
+    networks = converted[ddim_family(golden_file)]
+    model = networks["unet"]
+    for reference in references_of(golden):
+        model = apply_appearance_reference(model, networks["appearance"], ReferenceLatent(model_latent=reference))
+    if "cross_view" in networks:
+        model = apply_cross_view(model, networks["cross_view"], CrossViewSettings())
+    positive, negative = pose_conditioning(networks, golden["c_crossattn_0"], golden["c_concat_0"])
+    sigmas = official_sigmas(model, golden["step_x"].shape[0])
+    x_in = golden["x_T"] * torch.sqrt(1 + sigmas[0] ** 2)  # the official first model input is x_T itself
+    capture = CaptureDenoised()
+    sampler = ddim_sampler(0.5, FLOAT16, RecordedNoise(golden["step_noise"]))
+    samples = run_guided(model, positive, negative, x_in, sigmas, 3.0, capture, sampler)
+    assert len(capture.steps) == golden["step_x"].shape[0]
+    worst = 0.0
+    for i, (x, sigma, cond_denoised, uncond_denoised) in enumerate(capture.steps):
+        for name, denoised in (("step_eps_cond", cond_denoised), ("step_eps_uncond", uncond_denoised)):
+            error = (eps_of(x, sigma, denoised) - golden[name][i]).abs().max().item()
+            worst = max(worst, error)
+            assert error <= EPS_TOLERANCE, f"step {i}: {name} max|diff| {error:.2e}"
+    error = (samples - golden["samples"]).abs().max().item()
+    print(f"{golden_file.name}: V={golden['x_T'].shape[0]}, {len(capture.steps)} steps, worst step eps max|diff| "
+          f"{worst:.2e}, final latents max|diff| {error:.2e}")
+    assert error <= LATENT_TOLERANCE

@@ -14,9 +14,11 @@ result is decoded as is; ``final_sigma`` reproduces that (sigma of t = 0), ``0``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+
+from .ddpm_schedule import StepCoefficients
 
 
 def alpha_cumprod_of_sigma(sigma: torch.Tensor | float) -> torch.Tensor:
@@ -57,6 +59,29 @@ def ddim_step(
     return x_prev if last else x_prev / torch.sqrt(a_prev).item()
 
 
+def ddim_step_with_coefficients(
+    x: torch.Tensor,
+    denoised: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    coefficients: StepCoefficients,
+    noise: torch.Tensor | None,
+) -> torch.Tensor:
+    """One DDIM step with given scalars (e.g. the official float16 schedule's) instead of ones derived from the
+    sigmas. ``sigma``/``sigma_next`` only convert between ComfyUI's state and the DDIM latent
+    (``x_t = x / sqrt(1 + sigma^2)``), so the model still sees the official ``x_t``; ``sigma_next == 0`` returns
+    the DDIM latent of the last step."""
+    eps = (x - denoised) / sigma
+    x_t = x / (1.0 + sigma**2) ** 0.5
+    scalar = lambda value: torch.tensor(value, dtype=torch.float32, device=x.device)  # noqa: E731
+    a_t, a_prev, s = scalar(coefficients.a_t), scalar(coefficients.a_prev), scalar(coefficients.sigma)
+    pred_x0 = (x_t - scalar(coefficients.sqrt_one_minus_a_t) * eps) / a_t.sqrt()
+    x_prev = a_prev.sqrt() * pred_x0 + (1.0 - a_prev - s**2).sqrt() * eps
+    if coefficients.sigma > 0 and noise is not None:
+        x_prev = x_prev + s * noise
+    return x_prev if sigma_next == 0 else x_prev * (1.0 + sigma_next**2) ** 0.5
+
+
 @torch.no_grad()
 def sample_ddim(
     model: Callable,
@@ -69,11 +94,13 @@ def sample_ddim(
     final_sigma: float = 0.0,
     noise_sampler: Callable | None = None,
     progress: Callable | None = None,
+    coefficients: Sequence[StepCoefficients] | None = None,
 ) -> torch.Tensor:
     """k-diffusion style sampler loop: ``model(x, sigma * ones(B), **extra_args) -> denoised``.
 
     ``callback`` receives ``{"i", "denoised", "x", "sigma", "sigma_hat"}`` like every ComfyUI sampler;
-    ``noise_sampler(sigma, sigma_next) -> noise`` is only called when ``eta > 0``."""
+    ``noise_sampler(sigma, sigma_next) -> noise`` is only called when ``eta > 0``. ``coefficients`` (one per
+    step) replace the scalars derived from the sigmas and ``final_sigma`` (then ``eta`` is already in them)."""
     extra_args = extra_args or {}
     ones = x.new_ones([x.shape[0]])
     steps = range(len(sigmas) - 1)
@@ -83,5 +110,8 @@ def sample_ddim(
         if callback is not None:
             callback({"i": i, "denoised": denoised, "x": x, "sigma": sigmas[i], "sigma_hat": sigmas[i]})
         noise = noise_sampler(sigmas[i], sigmas[i + 1]) if eta > 0 and noise_sampler is not None else None
-        x = ddim_step(x, denoised, sigma, sigma_next, eta, noise, final_sigma)
+        if coefficients is None:
+            x = ddim_step(x, denoised, sigma, sigma_next, eta, noise, final_sigma)
+        else:
+            x = ddim_step_with_coefficients(x, denoised, sigma, sigma_next, coefficients[i], noise)
     return x

@@ -28,6 +28,7 @@ import math
 import torch
 
 from ..model.ddim_sampling import alpha_cumprod_of_sigma
+from ..model.ddpm_schedule import float16_q_sample_coefficients
 
 OFFICIAL_START_TIMESTEP = 999
 
@@ -36,6 +37,12 @@ def q_sample(prior: torch.Tensor, eps: torch.Tensor, sigma_start: float) -> torc
     """Official ``q_sample``: ``sqrt(a_s) prior + sqrt(1 - a_s) eps`` with ``a_s = 1 / (1 + sigma_start^2)``."""
     a_start = float(alpha_cumprod_of_sigma(sigma_start))  # computed in float64, as Python floats are
     return math.sqrt(a_start) * prior + math.sqrt(1.0 - a_start) * eps
+
+
+def q_sample_float16(prior: torch.Tensor, eps: torch.Tensor, timestep: int) -> torch.Tensor:
+    """Official DiffPortrait360 ``q_sample`` at ``timestep``: the float16 buffers' sqrt(a) and sqrt(1 - a)."""
+    sqrt_a, sqrt_one_minus_a = float16_q_sample_coefficients(timestep)
+    return sqrt_a * prior.float() + sqrt_one_minus_a * eps.float()
 
 
 def state_for_model_input(model_input: torch.Tensor, sigma_first: float) -> torch.Tensor:
