@@ -225,3 +225,17 @@ def test_node_is_registered_with_its_inputs_and_outputs(comfy_host):
     assert {"model", "latent", "source", "seed", "steps", "start_timestep", "shared_noise", "prior_blur"} <= set(inputs["required"])
     assert {"vae", "reference_image", "cameras", "depth", "condition_images", "prior_images", "sigmas"} <= set(inputs["optional"])
     assert tuple(node.RETURN_TYPES) == ("NOISE", "LATENT", "IMAGE")
+
+
+def test_the_float16_schedule_starts_with_the_official_diffportrait360_q_sample(tiny_dp3d):
+    """schedule 'float16 (DiffPortrait360 official)': q_sample at 999 uses the float16 buffers' sqrt(1 - a_999) =
+    0.9975586 (fp16 0.99755859375) instead of float64's 0.9976672; with no prior that is the whole first input."""
+    from diffportrait3d.kernels.model.ddpm_schedule import FLOAT16
+    from diffportrait3d.kernels.noise.view_noise import view_noise
+    from diffportrait3d.nodes.noise_init import DiffPortrait3DNoise
+
+    empty = {"samples": torch.zeros(2, 4, 8, 8)}
+    noise = DiffPortrait3DNoise.execute(tiny_dp3d["unet"], empty, "none", 7, STEPS, 999, 0.0, 0.0, schedule=FLOAT16).result[0]
+    assert torch.equal(noise.model_input, 0.99755859375 * view_noise((2, 4, 8, 8), 7))
+    with pytest.raises(ValueError, match="schedule: 'float8' is not one of"):
+        DiffPortrait3DNoise.execute(tiny_dp3d["unet"], empty, "none", 7, STEPS, 999, 0.0, 0.0, schedule="float8")
