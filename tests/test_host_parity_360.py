@@ -241,8 +241,8 @@ def test_float16_schedule_scalars_match_the_official_ones(converted, golden_file
         assert torch.equal(x_t, golden["x_T"])
 
 
-def guided_ddim_360(networks: dict, golden: dict, schedule: str, capture=None) -> torch.Tensor:
-    """Final latents (model space) of the pack's guided DDIM (eta 0.5, cfg 3) from the golden's x_T with its
+def guided_ddim_360(networks: dict, golden: dict, schedule: str, capture=None, eta: float = 0.5) -> torch.Tensor:
+    """Final latents (model space) of the pack's guided DDIM (cfg 3) from the golden's x_T with its
     recorded per-step noise: the golden's references in order, the cross-view modules when the family has them."""
     from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
     from diffportrait3d.nodes.cross_view import CrossViewSettings, apply_cross_view
@@ -256,7 +256,7 @@ def guided_ddim_360(networks: dict, golden: dict, schedule: str, capture=None) -
     positive, negative = pose_conditioning(networks, golden["c_crossattn_0"], golden["c_concat_0"])
     sigmas = official_sigmas(model, golden["step_x"].shape[0])
     x_in = golden["x_T"] * torch.sqrt(1 + sigmas[0] ** 2)  # the official first model input is x_T itself
-    sampler = ddim_sampler(0.5, schedule, RecordedNoise(golden["step_noise"]))
+    sampler = ddim_sampler(eta, schedule, RecordedNoise(golden["step_noise"]))
     return run_guided(model, positive, negative, x_in, sigmas, 3.0, capture, sampler)
 
 
@@ -290,3 +290,40 @@ def test_the_float32_schedule_misses_the_official_360_samples(converted, golden_
     golden = load_file(golden_file)
     samples = guided_ddim_360(converted[ddim_family(golden_file)], golden, FLOAT32)
     assert (samples - golden["samples"]).abs().max().item() > 3 * LATENT_TOLERANCE
+
+
+@pytest.mark.parametrize("golden_file", DDIM_FILES[:1], ids=lambda p: p.stem)
+def test_the_cross_view_sampler_node_runs_the_float16_schedule(converted, golden_file):
+    """The node's ``schedule`` reaches its DDIM: eta 0 (no noise draws), the golden's 3D-aware x_T as its NOISE;
+    the node's float16 run equals the guider-level float16 run, and its float32 run is another one."""
+    from nodes import ControlNetApplyAdvanced
+
+    from diffportrait3d.kernels.model.ddpm_schedule import FLOAT16, FLOAT32
+    from diffportrait3d.nodes.appearance_reference import ReferenceLatent, apply_appearance_reference
+    from diffportrait3d.nodes.noise_init import ThreeDAwareNoise
+    from diffportrait3d.nodes.sampler import CrossViewSampler
+
+    golden = load_file(golden_file)
+    networks = converted[ddim_family(golden_file)]
+    model = networks["unet"]
+    for reference in references_of(golden):
+        model = apply_appearance_reference(model, networks["appearance"], ReferenceLatent(model_latent=reference))
+    text = [[golden["c_crossattn_0"], {}]]
+    hint = ((golden["c_concat_0"] + 1) / 2).movedim(1, -1)
+    positive, negative = ControlNetApplyAdvanced().apply_controlnet(text, text, networks["pose"], hint, 1.0, 0.0, 1.0)
+    sampling = model.get_model_object("model_sampling")
+    noise = ThreeDAwareNoise(golden["x_T"], 0, model.get_model_object("latent_format"), 1.0, float(sampling.sigma_max))
+    empty = {"samples": torch.zeros_like(golden["x_T"])}
+
+    def node_run(schedule):
+        latent = CrossViewSampler.execute(
+            model, networks["cross_view"], positive, negative, empty, 0, golden["step_x"].shape[0], 3.0, 0.0,
+            "official", 8, 4, "pyramid", "official (uncond only)", noise=noise, schedule=schedule,
+        ).result[0]
+        return model.get_model_object("latent_format").process_in(latent["samples"])
+
+    float16 = node_run(FLOAT16)
+    expected = guided_ddim_360(networks, golden, FLOAT16, eta=0.0)
+    # same operations; float32 rounding of the start's round trip, relative to latents of magnitude up to ~20
+    torch.testing.assert_close(float16, expected, rtol=1e-5, atol=1e-5)
+    assert (node_run(FLOAT32) - float16).abs().max().item() > 3 * LATENT_TOLERANCE
