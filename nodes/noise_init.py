@@ -123,7 +123,7 @@ class DiffPortrait3DNoise(io.ComfyNode):
                 io.Image.Input("condition_images", optional=True, tooltip="'condition_images': the pose condition images, one per view"),
                 io.Image.Input("prior_images", optional=True, tooltip="'prior_images': your own priors at the views' size, one per view (or 1)"),
                 io.Sigmas.Input("sigmas", optional=True, tooltip="the sampler's sigmas, when not the official DDIM schedule of 'steps'"),
-                schedule_input(),
+                schedule_input("q_sample coefficients"),
             ],
             outputs=[
                 io.Noise.Output(display_name="noise"),

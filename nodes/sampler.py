@@ -74,11 +74,11 @@ def ddim_sampler(eta: float, schedule: str = FLOAT32, noise_sampler=None) -> com
     return comfy.samplers.KSAMPLER(DDIMSamplerFunction(), extra_options=options)
 
 
-def schedule_input() -> io.Combo.Input:
+def schedule_input(uses: str = "DDIM coefficients") -> io.Combo.Input:
     return io.Combo.Input(
         "schedule", options=list(SCHEDULES), default=FLOAT32, optional=True,
-        tooltip="DDIM coefficients: float32 = DiffPortrait3D's and ComfyUI's; float16 = the official "
-        "DiffPortrait360 code's float16 schedule buffers (differs in the 4th digit; for exact DiffPortrait360 numbers)",
+        tooltip=f"{uses}: float32 = DiffPortrait3D's and ComfyUI's; float16 = the official DiffPortrait360 code's "
+        "float16 schedule buffers (differs in the 4th digit; for exact DiffPortrait360 numbers)",
     )
 
 
