@@ -256,3 +256,40 @@ def test_full_head_360_runs_end_to_end_with_the_tiny_360_models(comfy_host, tiny
     with Image.open(out / "grid.png") as grid:
         assert grid.size == (8 * SIZE_360 + 7 * 4, 4 * SIZE_360 + 3 * 4)
     assert len(json.loads((out / "cameras.json").read_text())["views"]) == 32
+
+
+def run_full_head_360(tiny_model_files, tmp_path, workflow_kit, edit=None, **settings):
+    """The tiny full_head_360 job's outputs (``edit`` may change the prompt first), or the executor's error."""
+    import execution
+
+    from diffportrait3d.cli.workflow_jobs import job_prompt
+    from diffportrait3d.cli.workflow_runner import copy_outputs, execute, validate
+
+    prompt = job_prompt(workflow_kit.tiny_workflow("full_head_360", size=SIZE_360), "portrait.png", "head", **settings)
+    if edit is not None:
+        edit(prompt)
+    workflow_kit.write_test_images(tmp_path / "input")
+    with comfy_folders(tmp_path / "input", tmp_path / "output", {"diffportrait3d": tiny_model_files}) as folder_paths:
+        _, produced = execute(execution, prompt, validate(execution, prompt))
+        return copy_outputs(folder_paths, prompt, produced, tmp_path / "out")
+
+
+
+def test_full_head_360_second_reference_is_the_generated_back_of_the_head(comfy_host, tiny_model_files, tmp_path,
+                                                                          workflow_kit):
+    """The back-head step's image reaches the 32 views through reference 2 (at its strength 0 the views change),
+    and the whole graph is deterministic for one seed."""
+    import numpy as np
+    from PIL import Image
+
+    def views(folder, edit=None, seed=5):
+        written = run_full_head_360(tiny_model_files, tmp_path / folder, workflow_kit, edit, seed=seed)
+        return np.stack([np.asarray(Image.open(p), dtype=np.float32) for p in sorted(written) if p.parent.name == "views"])
+
+    def without_back(prompt):
+        prompt["27"]["inputs"]["strength"] = 0.0
+
+    shipped = views("shipped")
+    assert shipped.shape[0] == 32
+    assert np.abs(shipped - views("no_back", without_back)).mean() > 0.5
+    assert np.array_equal(shipped, views("again"))  # deterministic for one seed
