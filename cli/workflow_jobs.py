@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..kernels.poses.camera_path_names import FIXED_VIEWS
 from .workflow_graphs import CONTROL_TITLES
 
 # (node type, input) -> ComfyUI model folder the file is listed from.
@@ -109,11 +110,25 @@ def job_prompt(prompt: dict, image_name: str, job: str, views=None, seed=None, s
                 "title the node (LoadImage for the portrait, PrimitiveInt for the numbers) as the shared workflows do"
             )
         prompt[node_id]["inputs"]["image" if key == "portrait" else "value"] = value
+        if key == "views":
+            check_fixed_views(prompt, node_id, value)
     for node in prompt.values():
         role = output_role(node)
         if role is not None:
             node["inputs"]["filename_prefix"] = f"diffportrait3d/{job}/{role}"
     return prompt
+
+
+def check_fixed_views(prompt: dict, views_node: str, views: int) -> None:
+    """``--views`` must match a camera path it feeds whose preset fixes the number of views (sphere32: 32)."""
+    for node in prompt.values():
+        inputs = node.get("inputs", {})
+        fixed = FIXED_VIEWS.get(inputs.get("preset")) if node.get("class_type") == "DP3DCameraPath" else None
+        if fixed is not None and inputs.get("views") == [views_node, 0] and views != fixed:
+            raise JobError(
+                f"--views {views}: this workflow's cameras (preset {inputs['preset']}) are always {fixed} views; "
+                f"leave --views out or give {fixed}"
+            )
 
 
 def model_files(prompt: dict) -> list[ModelFile]:

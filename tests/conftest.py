@@ -256,8 +256,9 @@ def tiny_workflow(name: str = "official_8_views", size: int = 64, steps: int = 2
 
 @pytest.fixture(scope="session")
 def tiny_model_files(tmp_path_factory) -> Path:
-    """A folder with the tiny reference model converted (fp32) under the official file names. The tiny model has
-    no CLIP: its empty-prompt file holds the text context of the golden runs (``c_crossattn_0``)."""
+    """A folder with the tiny reference model converted (fp32) under the official file names, and the tiny
+    DiffPortrait360 models (360 and back-head) under theirs. The tiny models have no CLIP: each family's
+    empty-prompt file holds the text context of its golden runs (``c_crossattn_0``)."""
     from safetensors.torch import load_file
 
     from diffportrait3d.kernels.checkpoint.convert import convert_checkpoint
@@ -268,6 +269,14 @@ def tiny_model_files(tmp_path_factory) -> Path:
     context = load_file(FIXTURES / "golden_apply_v8.safetensors")["c_crossattn_0"][:1]
     conditioning = {"cond": context, "pooled_output": context[:, 1]}  # pooled: the state at the end token
     write_empty_prompt(out / EMPTY_PROMPT_FILE, conditioning, {"dp3d.source_file": "golden_apply_v8.safetensors"})
+    # DiffPortrait360's tiny 360 and back-head models beside them (diffportrait360_* names), for full_head_360.
+    for stem in ("tiny_360", "tiny_backhead"):
+        convert_checkpoint(FIXTURES / "tiny360" / f"{stem}.safetensors", out, dtype="fp32",
+                           config_path=FIXTURES / "tiny360" / f"{stem}_config.json")
+    context = load_file(FIXTURES / "tiny360" / "golden_backhead_apply.safetensors")["c_crossattn_0"][:1]
+    write_empty_prompt(out / "diffportrait360_empty_prompt.safetensors",
+                       {"cond": context, "pooled_output": context[:, 1]},
+                       {"dp3d.source_file": "golden_backhead_apply.safetensors"})
     return out
 
 

@@ -156,3 +156,33 @@ def test_a_rejected_prompt_is_described_the_same_in_process_and_over_http():
     ]
     assert rejection_reasons(json.dumps({"error": error, "node_errors": node_errors})) == described  # POST /prompt 400
     assert rejection_reasons("Internal Server Error") is None and rejection_reasons('{"error": "x"}') is None
+
+
+def test_full_head_360_refuses_views_other_than_32_before_running():
+    """sphere32 always has 32 cameras: ``run --views 8`` is refused with the fix, not deep in the noise node."""
+    from diffportrait3d.cli.workflow_format import api_prompt
+    from diffportrait3d.cli.workflow_graphs import full_head_360
+    from diffportrait3d.cli.workflow_jobs import JobError, job_prompt
+
+    prompt = api_prompt(full_head_360())
+    with pytest.raises(JobError, match=r"--views 8: this workflow's cameras \(preset sphere32\) are always 32 views; "
+                                       r"leave --views out or give 32"):
+        job_prompt(prompt, "portrait.png", "head", views=8)
+    assert job_prompt(prompt, "portrait.png", "head", views=32)  # the one value that fits
+
+
+def test_full_head_360_back_head_step_keeps_the_official_guidance():
+    """The back-head guider's negative is the plain empty prompt (no pose ControlNet: controlnet_important), its
+    positive the back-head ControlNet's output, and the 360 branch's second reference is the decoded back view."""
+    from diffportrait3d.cli.workflow_format import api_prompt
+    from diffportrait3d.cli.workflow_graphs import full_head_360
+
+    prompt = api_prompt(full_head_360())
+    guider = next(node["inputs"] for node in prompt.values() if node["class_type"] == "CFGGuider")
+    assert prompt[guider["negative"][0]]["class_type"] == "DP3DEmptyPrompt"
+    control = prompt[guider["positive"][0]]
+    assert control["class_type"] == "ControlNetApplyAdvanced" and guider["positive"][1] == 0
+    assert prompt[control["inputs"]["control_net"][0]]["inputs"]["pose_controlnet"].startswith("diffportrait360_backhead_")
+    encoders = [node["inputs"] for node in prompt.values() if node["class_type"] == "DP3DAppearanceReferenceEncoder"]
+    back_image = [prompt[e["reference_image"][0]]["class_type"] for e in encoders]
+    assert sorted(back_image) == ["LoadImage", "LoadImage", "VAEDecode"]  # back head: front; 360: front, back

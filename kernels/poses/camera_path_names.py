@@ -11,6 +11,8 @@ OFFICIAL_PITCH_OFFSET = -0.05
 # the one the back-of-head generator runs at (``sphere32_back``).
 SPHERE32_VIEWS = 32
 SPHERE32_BACK_VIEW = 18
+# Presets whose number of views is fixed (their ``views`` input is ignored).
+FIXED_VIEWS = {"sphere32": SPHERE32_VIEWS, "sphere32_back": 1}
 # New presets go at the end: saved workflows store the option, and the menu keeps old ones valid.
 PRESETS = ("official16", "yaw_sweep", "turntable360", "keyframes", "sphere32", "sphere32_back")
 INTERPOLATIONS = ("per_view", "linear", "smooth")
