@@ -32,6 +32,7 @@ import torch
 from comfy.ldm.modules.attention import BasicTransformerBlock
 
 from ..kernels.checkpoint.convert import TINY_CONFIG_PATH, component_architectures, load_architecture
+from ..kernels.checkpoint.families import FAMILIES
 from ..kernels.checkpoint.layout import cross_view_placements
 from ..kernels.model.cross_view_attention import CrossViewModule
 from ..kernels.model.reference_attention import BankFull, ReferenceBank, ReferenceBankWriter
@@ -57,6 +58,10 @@ from .process_memory import peak_memory_bytes
 from .random_weights import fill_random_weights_
 
 ARCHITECTURES = {"full": None, "tiny": TINY_CONFIG_PATH}
+# Families with cross-view modules. "tiny" is one small architecture for both; the family sets where its
+# modules sit, and DiffPortrait360 samples with two references (front and back of the head).
+BENCH_FAMILIES = ("dp3d", "dp360")
+REFERENCES = {"dp3d": 1, "dp360": 2}
 WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OFFICIAL_SCHEDULE_STEPS = 50
 TIMING_KEY = "dp3d_benchmark"
@@ -78,6 +83,7 @@ class BenchConfig:
     this estimates an fp16 GPU's need."""
 
     model: str = "tiny"
+    family: str = "dp3d"
     views: int = 8
     latent: int = 16
     steps: int = 3
@@ -96,6 +102,8 @@ class BenchConfig:
     def check(self) -> None:
         if self.model not in ARCHITECTURES:
             raise ValueError(f"model must be one of {sorted(ARCHITECTURES)}, not {self.model!r}")
+        if self.family not in BENCH_FAMILIES:
+            raise ValueError(f"family must be one of {BENCH_FAMILIES}, not {self.family!r}")
         if self.dtype not in WEIGHT_DTYPES:
             raise ValueError(f"dtype must be one of {sorted(WEIGHT_DTYPES)}, not {self.dtype!r}")
         if self.cpu_matmul not in CPU_MATMUL_CHOICES:
@@ -138,17 +146,20 @@ class RandomModels:
 
 
 def build_random_models(
-    model: str = "tiny", dtype: str = "fp32", seed: int = 0, cpu_matmul: str = "onednn", cpu_compute: str = "float32"
+    model: str = "tiny", dtype: str = "fp32", seed: int = 0, cpu_matmul: str = "onednn", cpu_compute: str = "float32",
+    family: str = "dp3d",
 ) -> RandomModels:
-    """The four DiffPortrait3D networks of an architecture with seeded random weights, as the loaders return
-    them (ModelPatchers and ComfyUI's ControlNet), weights stored as ``dtype``."""
-    architecture = load_architecture(ARCHITECTURES[model])
+    """The four networks of a family's architecture with seeded random weights, as the loaders return them
+    (ModelPatchers and ComfyUI's ControlNet), weights stored as ``dtype``; the cross-view modules placed by the
+    family's rule."""
+    rules = FAMILIES[family]
+    architecture = load_architecture(rules.config_path if model == "full" else ARCHITECTURES[model])
     records = component_architectures(architecture)
     setup = inference_setup_for(None, WEIGHT_DTYPES[dtype], cpu_matmul, cpu_compute)
     unet = build_dp3d_unet(records["unet"], setup)
     fill_random_weights_(unet.diffusion_model, seed)
     appearance = fill_random_weights_(build_appearance_net(records["appearance"], setup), seed + 1)
-    placements = [dataclasses.asdict(p) for p in cross_view_placements(records["cross_view"])]
+    placements = [dataclasses.asdict(p) for p in cross_view_placements(records["cross_view"], rules.placement_rule)]
     cross_view = build_cross_view_modules(records["cross_view"], placements, setup)
     fill_random_weights_(cross_view, seed + 2)
     pose = build_pose_controlnet(records["pose_controlnet"], setup)
@@ -334,7 +345,8 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
     device = comfy.model_management.get_torch_device()
     build_started = time.perf_counter()
     if models is None:
-        models = build_random_models(config.model, config.dtype, config.seed, config.cpu_matmul, config.cpu_compute)
+        models = build_random_models(config.model, config.dtype, config.seed, config.cpu_matmul, config.cpu_compute,
+                                     config.family)
     build_seconds = time.perf_counter() - build_started
     rss_after_build = peak_memory_bytes()
     timer = PartTimer(device)
@@ -347,7 +359,9 @@ def run_benchmark(config: BenchConfig, models: RandomModels | None = None) -> di
     model = models.unet.clone()
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, TIMING_KEY + "_outer",
                                TimedDiffusionModel(timer, "reference_and_unet", record=False))
-    model = apply_appearance_reference(model, models.appearance, ReferenceLatent(model_latent=reference))
+    for index in range(REFERENCES[config.family]):  # DiffPortrait360: the front and the back of the head
+        latent_of_reference = reference if index == 0 else torch.randn(reference.shape, generator=generator)
+        model = apply_appearance_reference(model, models.appearance, ReferenceLatent(model_latent=latent_of_reference))
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, TIMING_KEY + "_inner",
                                TimedDiffusionModel(timer, "unet", record=True))
     model = apply_cross_view(model, models.cross_view, CrossViewSettings())
@@ -446,6 +460,8 @@ def summarise(config, models, timer, alone, build_seconds, rss_after_build, devi
     sum_alone = sum(alone.values())
     result = {
         "model": config.model,
+        "family": config.family,
+        "references": REFERENCES[config.family],
         "views": config.views,
         "latent": [config.latent, config.latent],
         "weight_dtype": config.dtype,
@@ -464,6 +480,7 @@ def summarise(config, models, timer, alone, build_seconds, rss_after_build, devi
         "step_seconds": step_seconds,
         "breakdown": breakdown,
         "unet_calls_per_step": len(timer.last_step_calls.get("unet", [])),
+        "appearance_runs_per_step": len(timer.last_step_calls.get("appearance_net", [])),
         "parts_alone": alone,
         "sum_of_parts_alone": sum_alone,
         "overhead_over_parts": per_step / sum_alone - 1 if sum_alone else None,
@@ -472,9 +489,9 @@ def summarise(config, models, timer, alone, build_seconds, rss_after_build, devi
         "weight_bytes": models.weight_bytes(),
         "build_seconds": build_seconds,
     }
+    result["seconds_per_view_per_step"] = per_step / config.views
     if device.type == "cuda":
         result["peak_vram_bytes"] = torch.cuda.max_memory_allocated()
-        result["seconds_per_view_per_step"] = per_step / config.views
     official = config.official_reference()
     if official is not None and device.type == "cpu":
         result["official_cpu"] = official

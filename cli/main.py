@@ -190,6 +190,9 @@ def _add_bench(commands) -> None:
         "Needs a ComfyUI checkout ($COMFYUI_PATH, ../.. or ~/comfy/ComfyUI).",
     )
     parser.add_argument("--model", choices=["tiny", "full"], default="tiny", help="architecture (default tiny)")
+    parser.add_argument("--family", choices=["dp3d", "dp360"], default="dp3d",
+                        help="dp3d: DiffPortrait3D (27 cross-view modules, one reference); dp360: DiffPortrait360 (20 "
+                        "modules, front and back references; e.g. --views 32 for the full-head run in 4 windows of 8)")
     parser.add_argument("--views", type=int, default=8, help="number of views (default 8)")
     parser.add_argument("--latent", type=int, default=16, help="latent height and width (default 16 = 128 px)")
     parser.add_argument("--steps", type=int, default=3, help="timed guided steps (default 3)")
@@ -250,7 +253,8 @@ def _run_bench(options) -> int:
     from ..bench.benchmark import BenchConfig, format_report, run_benchmark
 
     config = BenchConfig(
-        model=options.model, views=options.views, latent=options.latent, steps=options.steps, warmup=options.warmup,
+        model=options.model, family=options.family, views=options.views, latent=options.latent, steps=options.steps,
+        warmup=options.warmup,
         dtype=options.dtype, cpu_matmul=options.cpu_matmul, cpu_compute=options.cpu_compute, cfg=options.cfg,
         seed=options.seed, alone_repeats=options.alone_repeats, official=options.official, flops=options.flops,
         heap=options.heap,

@@ -83,11 +83,30 @@ def test_bench_reports_time_breakdown_overhead_and_memory(comfy_host, capsys):
     assert all(result["breakdown"][part] > 0 for part in ("appearance_net", "pose_controlnet", "unet_with_cross_view"))
     assert result["breakdown"]["cross_view_modules_in_unet"] < result["breakdown"]["unet_with_cross_view"]
     assert result["unet_calls_per_step"] == 1  # cond and uncond batched
+    assert result["family"] == "dp3d" and result["appearance_runs_per_step"] == 1  # one reference, shared by views
     assert set(result["parts_alone"]) == {"appearance_net", "pose_controlnet", "unet"}
     assert result["sum_of_parts_alone"] == pytest.approx(sum(result["parts_alone"].values()))
     assert result["peak_memory_bytes"] >= result["rss_after_build_bytes"] > 0
     assert 0 < result["weight_bytes"] < 100 * 2**20
     assert set(result["huge_pages"]) == {"kernel_mode", "THP_MEM_ALLOC_ENABLE"}
+
+
+def test_bench_dp360_places_its_modules_and_runs_two_references(comfy_host, capsys):
+    """DiffPortrait360: 20 cross-view modules placed by its rule (none in the middle block), the appearance net
+    run once per reference (front and back) in a step, 16 views as two windows of 8."""
+    from diffportrait3d.bench.benchmark import build_random_models
+    from diffportrait3d.cli.main import main
+    from diffportrait3d.kernels.model.cross_view_attention import CrossViewModule
+
+    module_set = build_random_models(family="dp360").cross_view.model
+    assert sum(isinstance(m, CrossViewModule) for m in module_set.modules()) == 20
+    assert "middle" not in {place.location for place in module_set.placements()}
+    assert main(["bench", "--family", "dp360", "--views", "16", "--latent", "8", "--steps", "1", "--warmup", "0",
+                 "--alone-repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["family"] == "dp360" and result["references"] == 2 and result["views"] == 16
+    assert result["appearance_runs_per_step"] == 2  # front and back, each shared by all views
+    assert result["breakdown"]["appearance_net"] > 0 and result["seconds_per_view_per_step"] > 0
 
 
 def test_bench_compares_with_official_timings_measured_on_this_machine(comfy_host, capsys, tmp_path):
