@@ -58,10 +58,10 @@ from .process_memory import peak_memory_bytes
 from .random_weights import fill_random_weights_
 
 ARCHITECTURES = {"full": None, "tiny": TINY_CONFIG_PATH}
-# Families with cross-view modules. "tiny" is one small architecture for both; the family sets where its
-# modules sit, and DiffPortrait360 samples with two references (front and back of the head).
-BENCH_FAMILIES = ("dp3d", "dp360")
+# Families with cross-view modules, and how many references each samples with (DiffPortrait360: the front and
+# the back of the head). "tiny" is one small architecture for both; the family sets where its modules sit.
 REFERENCES = {"dp3d": 1, "dp360": 2}
+BENCH_FAMILIES = tuple(REFERENCES)
 WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OFFICIAL_SCHEDULE_STEPS = 50
 TIMING_KEY = "dp3d_benchmark"
